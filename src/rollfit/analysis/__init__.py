@@ -1,0 +1,1 @@
+"""rollfit.analysis: using a trained surrogate (predict, evaluate, plot, report, optimize)."""

@@ -1,0 +1,1 @@
+"""rollfit.model: the network and the losses it is trained with."""

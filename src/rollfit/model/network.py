@@ -1,0 +1,212 @@
+"""The surrogate network: residual or sequential MLPs with normalization built in.
+
+The module and parameter names reproduce the original pipeline's state_dict layout
+exactly (see the README, "for users of the original pipeline"), so its checkpoints load
+into these classes and ours load into its code.
+
+``RegressionNet.forward(x, normalize=True, denormalize=False)`` keeps the original meaning:
+``mlp((x - input_mean) / input_std)``, times ``target_std`` plus ``target_mean`` only when
+``denormalize``. Whether the network's raw output is in normalized target units (rollfit)
+or in original units (the original pipeline, which trained on raw targets) is the model's
+``target_convention``; ``predict`` honours it, so it always returns original units.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ACTIVATIONS
+from ..errors import ConfigError, did_you_mean
+
+CONVENTIONS = ("normalized", "raw")
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module for a configured name; an unknown name is an error (not gelu)."""
+    table: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
+    if name not in table:
+        raise ConfigError(f"model.activation: expected one of {', '.join(ACTIVATIONS)}, but got '{name}'"
+                          f"{did_you_mean(str(name), ACTIVATIONS)}")
+    return table[name]()
+
+
+def activation_derivative(act: nn.Module, z: Tensor) -> Tensor:
+    """d act(z) / dz, written with differentiable ops so it can be trained through."""
+    if isinstance(act, nn.GELU):
+        cdf = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
+        pdf = torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+        return cdf + z * pdf
+    if isinstance(act, nn.SiLU):
+        s = torch.sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+    if isinstance(act, nn.ReLU):
+        return (z > 0).to(z.dtype)
+    if isinstance(act, nn.Tanh):
+        t = torch.tanh(z)
+        return 1.0 - t * t
+    raise TypeError(f"no derivative known for activation {type(act).__name__}")
+
+
+def _xavier(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _linear_tangent(layer: nn.Linear, t: Tensor) -> Tensor:
+    """Push tangents t (B, D, in) through a Linear: (B, D, out) (no bias: it is constant)."""
+    return t @ layer.weight.t()
+
+
+def _act_tangent(act: nn.Module, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Apply ``act`` to pre-activation z and carry tangents: J <- diag(act'(z)) J."""
+    return act(z), t * activation_derivative(act, z).unsqueeze(1)
+
+
+class ResidualMLP(nn.Module):
+    """input_layer + act, then per hidden layer: h = layer(h) [+ act except last] + skip(h_prev)."""
+
+    def __init__(self, input_dim: int, output_dim: int, layers: Sequence[int], activation: str = "gelu"):
+        super().__init__()
+        widths = list(layers)
+        self.layers = nn.ModuleList(nn.Linear(widths[i - 1], widths[i]) for i in range(1, len(widths)))
+        self.skip_connections = nn.ModuleList(
+            nn.Identity() if widths[i - 1] == widths[i] else nn.Linear(widths[i - 1], widths[i])
+            for i in range(1, len(widths)))
+        self.input_layer = nn.Linear(input_dim, widths[0])
+        self.output_layer = nn.Linear(widths[-1], output_dim)
+        self.activation = make_activation(activation)
+        _xavier(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.activation(self.input_layer(x))
+        last = len(self.layers) - 1
+        for i, (layer, skip) in enumerate(zip(self.layers, self.skip_connections)):
+            z = layer(h)
+            z = self.activation(z) if i < last else z
+            h = z + skip(h)
+        return self.output_layer(h)
+
+    def forward_tangent(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Output and d output / d x applied to tangents t (B, D, input_dim) -> (B, D, output_dim)."""
+        h, t = _act_tangent(self.activation, self.input_layer(x), _linear_tangent(self.input_layer, t))
+        last = len(self.layers) - 1
+        for i, (layer, skip) in enumerate(zip(self.layers, self.skip_connections)):
+            z, tz = layer(h), _linear_tangent(layer, t)
+            if i < last:
+                z, tz = _act_tangent(self.activation, z, tz)
+            ts = _linear_tangent(skip, t) if isinstance(skip, nn.Linear) else t
+            h, t = z + skip(h), tz + ts
+        return self.output_layer(h), _linear_tangent(self.output_layer, t)
+
+
+class SequentialMLP(nn.Module):
+    """nn.Sequential(input, act0, hidden1, act1, ..., output); the last hidden activation is
+    Tanh when there are two or more hidden layers (as in the original pipeline)."""
+
+    def __init__(self, input_dim: int, output_dim: int, layers: Sequence[int], activation: str = "gelu"):
+        super().__init__()
+        widths = list(layers)
+        mods: list[tuple[str, nn.Module]] = [("input", nn.Linear(input_dim, widths[0])),
+                                             ("act0", self._act(0, len(widths), activation))]
+        for i in range(1, len(widths)):
+            mods.append((f"hidden{i}", nn.Linear(widths[i - 1], widths[i])))
+            mods.append((f"act{i}", self._act(i, len(widths), activation)))
+        mods.append(("output", nn.Linear(widths[-1], output_dim)))
+        self.mlp = nn.Sequential(OrderedDict(mods))
+        _xavier(self)
+
+    @staticmethod
+    def _act(i: int, n: int, name: str) -> nn.Module:
+        return nn.Tanh() if (n > 1 and i == n - 1) else make_activation(name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+    def forward_tangent(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Output and d output / d x applied to tangents t (B, D, input_dim)."""
+        h = x
+        mods = list(self.mlp)
+        for mod in mods:
+            if isinstance(mod, nn.Linear):
+                h, t = mod(h), _linear_tangent(mod, t)
+            else:
+                h, t = _act_tangent(mod, h, t)
+        return h, t
+
+
+class RegressionNet(nn.Module):
+    """An MLP with input normalization and output denormalization as buffers.
+
+    The constructor call of the seed's README works as written. ``target_convention`` says
+    what the MLP's raw output means: ``"normalized"`` (rollfit trains on normalized targets)
+    or ``"raw"`` (runs of the original pipeline, which trained on raw targets).
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, layers: Sequence[int],
+                 input_mean: Tensor | None = None, input_std: Tensor | None = None,
+                 target_mean: Tensor | None = None, target_std: Tensor | None = None,
+                 residual: bool = True, activation: str = "gelu", target_convention: str = "normalized"):
+        super().__init__()
+        if target_convention not in CONVENTIONS:
+            raise ConfigError(f"target_convention: expected one of {CONVENTIONS}, but got '{target_convention}'")
+        self.input_dim, self.output_dim, self.layers = int(input_dim), int(output_dim), list(layers)
+        self.residual, self.activation, self.target_convention = bool(residual), activation, target_convention
+        cls = ResidualMLP if residual else SequentialMLP
+        self.mlp = cls(self.input_dim, self.output_dim, self.layers, activation)
+        self.register_buffer("input_mean", _vec(input_mean, self.input_dim, 0.0))
+        self.register_buffer("input_std", _vec(input_std, self.input_dim, 1.0))
+        self.register_buffer("target_mean", _vec(target_mean, self.output_dim, 0.0))
+        self.register_buffer("target_std", _vec(target_std, self.output_dim, 1.0))
+
+    def forward(self, x: Tensor, normalize: bool = True, denormalize: bool = False) -> Tensor:
+        """``mlp((x - input_mean) / input_std)``; ``* target_std + target_mean`` if ``denormalize``."""
+        if normalize:
+            x = (x - self.input_mean) / self.input_std
+        y = self.mlp(x)
+        return y * self.target_std + self.target_mean if denormalize else y
+
+    def forward_with_input_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Network output (training units) and its Jacobian w.r.t. the RAW input, (B, K, D).
+
+        Carried forward through the layers (J <- diag(act'(z)) W J), so training through it
+        needs one backward pass, not a double backward: cheaper, and torch.compile and DDP
+        support it.
+        """
+        xn = (x - self.input_mean) / self.input_std
+        eye = torch.diag(1.0 / self.input_std).to(x.dtype)
+        t = eye.unsqueeze(0).expand(x.shape[0], -1, -1)
+        y, t = self.mlp.forward_tangent(xn, t)
+        return y, t.transpose(1, 2)
+
+    def to_units(self, y: Tensor) -> Tensor:
+        """Network output -> original units, according to ``target_convention``."""
+        return y * self.target_std + self.target_mean if self.target_convention == "normalized" else y
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Raw inputs -> outputs in original units (whatever convention the weights use)."""
+        x = torch.as_tensor(x, dtype=self.input_mean.dtype, device=self.input_mean.device)
+        return self.to_units(self.forward(x))
+
+    def constructor_args(self) -> dict:
+        """Plain-typed arguments that rebuild this network (stored in checkpoints)."""
+        return {"input_dim": self.input_dim, "output_dim": self.output_dim, "layers": list(self.layers),
+                "residual": self.residual, "activation": self.activation,
+                "target_convention": self.target_convention,
+                **{k: getattr(self, k).detach().cpu().tolist()
+                   for k in ("input_mean", "input_std", "target_mean", "target_std")}}
+
+
+def _vec(value: Tensor | Sequence[float] | None, n: int, fill: float) -> Tensor:
+    if value is None:
+        return torch.full((n,), fill, dtype=torch.float32)
+    v = torch.as_tensor(value, dtype=torch.float32).reshape(-1).clone()
+    if v.numel() != n:
+        raise ConfigError(f"normalization vector: expected {n} values, but got {v.numel()}")
+    return v

@@ -1,0 +1,100 @@
+"""Network layout (the original's state_dict names), conventions and the forward Jacobian."""
+import pytest
+import torch
+
+from rollfit.errors import ConfigError
+from rollfit.model.network import RegressionNet, activation_derivative, make_activation
+
+torch.set_default_dtype(torch.float32)
+
+
+def _net(residual=True, layers=(64, 32), act="gelu", din=2, dout=1, dtype=torch.float64):
+    torch.manual_seed(0)
+    net = RegressionNet(din, dout, list(layers), input_mean=torch.rand(din), input_std=torch.rand(din) + 0.5,
+                        target_mean=torch.rand(dout) * 10, target_std=torch.rand(dout) + 1, residual=residual,
+                        activation=act)
+    return net.to(dtype)
+
+
+def test_residual_state_dict_layout_matches_original():
+    keys = set(_net(True, (64, 32)).state_dict())
+    assert keys == {"input_mean", "input_std", "target_mean", "target_std",
+                    "mlp.input_layer.weight", "mlp.input_layer.bias", "mlp.layers.0.weight", "mlp.layers.0.bias",
+                    "mlp.skip_connections.0.weight", "mlp.skip_connections.0.bias",
+                    "mlp.output_layer.weight", "mlp.output_layer.bias"}
+
+
+def test_residual_equal_widths_use_identity_skip():
+    keys = set(_net(True, (32, 32, 16)).state_dict())
+    assert "mlp.skip_connections.0.weight" not in keys and "mlp.skip_connections.1.weight" in keys
+
+
+def test_sequential_layout_and_tanh_after_last_hidden():
+    net = _net(False, (64, 32, 16), act="relu")
+    names = [n for n, _ in net.mlp.mlp.named_children()]
+    assert names == ["input", "act0", "hidden1", "act1", "hidden2", "act2", "output"]
+    assert isinstance(net.mlp.mlp.act0, torch.nn.ReLU) and isinstance(net.mlp.mlp.act2, torch.nn.Tanh)
+    single = _net(False, (8,), act="silu")
+    assert isinstance(single.mlp.mlp.act0, torch.nn.SiLU)
+
+
+def test_residual_forward_matches_hand_computation():
+    net = _net(True, (16, 8))
+    x = torch.randn(5, 2, dtype=torch.float64)
+    m = net.mlp
+    xn = (x - net.input_mean) / net.input_std
+    h = torch.nn.functional.gelu(m.input_layer(xn))
+    h2 = m.layers[0](h) + m.skip_connections[0](h)  # no activation after the last hidden layer
+    expected = m.output_layer(h2)
+    torch.testing.assert_close(net(x), expected)
+    torch.testing.assert_close(net(x, denormalize=True), expected * net.target_std + net.target_mean)
+
+
+def test_unknown_activation_is_an_error_not_gelu():
+    with pytest.raises(ConfigError, match=r"model.activation: expected one of gelu, silu, relu, tanh, but got 'gelus'; did you mean 'gelu'\?"):
+        make_activation("gelus")
+
+
+def test_predict_honours_convention():
+    net = _net(True, (8,))
+    x = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(net.predict(x.float()).double(), net(x, denormalize=True), rtol=1e-5, atol=1e-5)
+    net.target_convention = "raw"
+    torch.testing.assert_close(net.predict(x.float()).double(), net(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu", "relu", "tanh"])
+def test_activation_derivative_matches_autograd(act):
+    mod = make_activation(act)
+    z = torch.linspace(-3, 3, 101, dtype=torch.float64).requires_grad_(True)
+    (g,) = torch.autograd.grad(mod(z).sum(), z)
+    torch.testing.assert_close(activation_derivative(mod, z.detach()), g)
+
+
+@pytest.mark.parametrize("residual,layers,act", [(True, (16, 8), "gelu"), (True, (8, 8, 4), "silu"),
+                                                 (False, (16, 8), "tanh"), (False, (12,), "gelu"),
+                                                 (True, (6,), "relu")])
+def test_forward_jacobian_matches_autograd_and_finite_differences(residual, layers, act):
+    net = _net(residual, layers, act, din=3, dout=2)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    y, jac = net.forward_with_input_jacobian(x)
+    torch.testing.assert_close(y, net(x))
+    auto = torch.autograd.functional.jacobian(lambda v: net(v).sum(0), x).permute(1, 0, 2)  # (B, K, D)
+    torch.testing.assert_close(jac, auto)
+    eps = 1e-6
+    for j in range(3):
+        dx = torch.zeros_like(x)
+        dx[:, j] = eps
+        fd = (net(x + dx) - net(x - dx)) / (2 * eps)
+        torch.testing.assert_close(jac[:, :, j], fd, rtol=1e-5, atol=1e-6)
+
+
+def test_seed_snippet_constructor_call_works():
+    cfg = {"input_dim": 2, "output_dim": 1, "layers": [64, 32], "residual": True, "input_mean": [1.0, 1.0],
+           "input_std": [0.1, 0.2], "target_mean": [60.0], "target_std": [9.0]}
+    model = RegressionNet(input_dim=cfg["input_dim"], output_dim=cfg["output_dim"], layers=cfg["layers"],
+                          input_mean=torch.tensor(cfg["input_mean"]), input_std=torch.tensor(cfg["input_std"]),
+                          target_mean=torch.tensor(cfg["target_mean"]), target_std=torch.tensor(cfg["target_std"]),
+                          residual=cfg["residual"])
+    model.load_state_dict(model.state_dict())
+    assert model.eval()(torch.ones(3, 2)).shape == (3, 1)
