@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -98,12 +98,16 @@ def prepare(cfg: Config, output: Optional[str | Path] = None, table: Optional[Ro
     return run_dir, table, data, model
 
 
-def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[RolloutTable] = None) -> RunResult:
-    """Train a model as configured; returns the run folder and the last logged metrics."""
+def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[RolloutTable] = None,
+          on_log: Optional[Callable[[int, dict[str, float]], None]] = None) -> RunResult:
+    """Train a model as configured; returns the run folder and the last logged metrics.
+
+    ``on_log(epoch, row)`` is called at every log period (a sweep reports through it).
+    """
     run_dir, table, data, model = prepare(cfg, output, table)
     save_config(cfg, run_dir / "config.yaml")
     logger = SimpleLogger(run_dir / "logs")
     logger.log_hyperparams(cfg.to_dict())
-    trainer = Trainer(model, cfg.trainer, data, run_dir, logger, checkpoint_meta(cfg, table, data))
+    trainer = Trainer(model, cfg.trainer, data, run_dir, logger, checkpoint_meta(cfg, table, data), on_log=on_log)
     metrics = trainer.fit()
     return RunResult(run_dir, metrics, table, list_checkpoints(run_dir)[-1])

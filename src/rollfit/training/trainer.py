@@ -51,8 +51,10 @@ class Trainer:
     """Train a ``RegressionNet`` on an ``HDF5DataModule`` into ``run_dir``."""
 
     def __init__(self, model: RegressionNet, cfg: TrainerConfig, data: HDF5DataModule, run_dir: str | Path,
-                 logger: Optional[SimpleLogger] = None, meta: Optional[dict[str, Any]] = None):
+                 logger: Optional[SimpleLogger] = None, meta: Optional[dict[str, Any]] = None,
+                 on_log: Optional[Callable[[int, dict[str, float]], None]] = None):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.on_log = on_log  # called with (epoch, logged row) after each log flush (e.g. sweeps report)
         self.device = data.device
         self.model = model.to(self.device)
         self.logger = logger or SimpleLogger(self.run_dir / "logs")
@@ -114,6 +116,8 @@ class Trainer:
         self.logger.log_metrics(row, step=epoch)
         self.logger.flush()
         self.history.append({"epoch": epoch, **row})
+        if self.on_log is not None:
+            self.on_log(epoch, row)
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss/train']:.4g}", val=f"{row['loss/val']:.4g}", lr=f"{row['lr']:.2g}",
                             refresh=False)
