@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import yaml
 
-from ..errors import CheckpointError, DataFileNotFound
+from ..config import ACTIVATIONS
+from ..errors import CheckpointError, DataFileNotFound, did_you_mean
 from ..io import atomic_write_bytes
 from ..model.network import RegressionNet
 
@@ -88,68 +90,204 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def run_yaml_path(ckpt_path: str | Path) -> Path:
+    """Where a checkpoint's run config lives.
+
+    ``<run>/config.yaml`` for ``<run>/checkpoints/ep_*.ckpt`` (the original's layout);
+    for a checkpoint kept elsewhere, ``config.yaml`` beside it (never an unrelated file two
+    levels up).
+    """
+    p = Path(ckpt_path).resolve()
+    return (p.parent.parent if p.parent.name == CKPT_DIR else p.parent) / "config.yaml"
+
+
 def read_run_yaml(run_dir: str | Path) -> Optional[dict[str, Any]]:
-    """The run folder's ``config.yaml`` as a dict, or None when absent or unreadable."""
+    """The run folder's ``config.yaml`` as a dict, or None when the folder has none.
+
+    A file that exists but is not a YAML mapping is an error: a damaged config must not
+    silently turn into defaults (placeholder labels, a guessed activation).
+    """
     p = Path(run_dir) / "config.yaml"
     if not p.is_file():
         return None
     try:
         data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        return None
-    return data if isinstance(data, dict) else None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{p}: expected the run's YAML config, but it could not be parsed ({first})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{p}: expected a YAML mapping with data/model/trainer sections, "
+                              f"but got {type(data).__name__}")
+    return data
 
 
 def is_original(ckpt: dict[str, Any]) -> bool:
-    """True for checkpoints written by the original pipeline (no format version)."""
-    return "format_version" not in ckpt["config"]
+    """True for checkpoints written by the original pipeline: rollfit's always carry ``format_version``."""
+    cfg = ckpt.get("config")
+    return isinstance(cfg, dict) and "format_version" not in cfg
 
 
 def model_config(ckpt: dict[str, Any], ckpt_path: str | Path, activation: Optional[str] = None) -> dict[str, Any]:
-    """The checkpoint's ``config``, completed from the run's ``config.yaml`` for original runs.
+    """The checkpoint's ``config``, completed so that ``build_model`` rebuilds the exact network.
 
-    Fills ``activation``, ``in_lbl``, ``out_lbl`` and ``target_convention``; a value that
-    cannot be found is an error that names the flag supplying it.
+    rollfit checkpoints are complete already. Original ones get ``activation``, ``in_lbl``,
+    ``out_lbl`` from the run's ``config.yaml`` (``run_yaml_path``), ``target_convention =
+    "raw"`` (their networks output original units) and ``run_config``. ``activation`` (the
+    ``--activation`` flag) supplies the activation when no config records it; it must agree
+    with a recorded one. A value that cannot be found is an error naming the flag.
     """
+    if activation is not None and activation not in ACTIVATIONS:
+        raise CheckpointError(f"--activation: expected one of {', '.join(ACTIVATIONS)}, but got '{activation}'"
+                              f"{did_you_mean(str(activation), ACTIVATIONS)}")
     cfg = dict(ckpt["config"])
     if not is_original(ckpt):
-        if cfg.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{ckpt_path}: expected format_version <= {FORMAT_VERSION}, but got "
-                                  f"{cfg['format_version']}; upgrade rollfit")
-        return cfg
-    run_yaml = read_run_yaml(run_dir_of(ckpt_path)) or {}
-    model_sec, data_sec = run_yaml.get("model") or {}, run_yaml.get("data") or {}
+        return _rollfit_config(cfg, ckpt_path, activation)
+    yaml_path = run_yaml_path(ckpt_path)
+    run_yaml = read_run_yaml(yaml_path.parent)
+    model_sec, data_sec = _section(run_yaml, "model", yaml_path), _section(run_yaml, "data", yaml_path)
+    _check_architecture(cfg, model_sec, yaml_path)
+    cfg["activation"] = _original_activation(model_sec.get("activation"), activation, ckpt_path, yaml_path,
+                                             run_yaml is not None)
+    cfg["in_lbl"] = _original_labels(data_sec.get("in_lbl"), cfg["input_dim"], "data.in_lbl", "x", yaml_path)
+    cfg["out_lbl"] = _original_labels(data_sec.get("out_lbl"), cfg["output_dim"], "data.out_lbl", "y", yaml_path)
     cfg["target_convention"] = "raw"
-    cfg["activation"] = activation or model_sec.get("activation")
-    if not cfg["activation"]:
-        raise CheckpointError(f"{ckpt_path}: expected the activation in the checkpoint or in "
-                              f"{run_dir_of(ckpt_path) / 'config.yaml'}, but neither has it; pass --activation NAME")
-    cfg.setdefault("in_lbl", data_sec.get("in_lbl") or [f"x{i}" for i in range(cfg["input_dim"])])
-    cfg.setdefault("out_lbl", data_sec.get("out_lbl") or [f"y{k}" for k in range(cfg["output_dim"])])
-    cfg.setdefault("run_config", run_yaml)
+    cfg["run_config"] = run_yaml or {}
     return cfg
 
 
+def _rollfit_config(cfg: dict[str, Any], ckpt_path: str | Path, activation: Optional[str]) -> dict[str, Any]:
+    """A rollfit checkpoint's config, checked: known format version, convention declared."""
+    if cfg["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt_path}: expected format_version <= {FORMAT_VERSION}, but got "
+                              f"{cfg['format_version']}; upgrade rollfit")
+    missing = [k for k in ("target_convention", "activation", "in_lbl", "out_lbl") if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{ckpt_path}: config: expected keys {', '.join(missing)}, but they are missing")
+    if activation is not None and activation != cfg["activation"]:
+        raise CheckpointError(f"--activation: expected '{cfg['activation']}' as recorded in {ckpt_path}, "
+                              f"but got '{activation}'; drop the flag")
+    return cfg
+
+
+def _section(run_yaml: Optional[dict[str, Any]], name: str, yaml_path: Path) -> dict[str, Any]:
+    """One section (``model``, ``data``) of a run config; {} when there is no config."""
+    sec = (run_yaml or {}).get(name) or {}
+    if not isinstance(sec, dict):
+        raise CheckpointError(f"{yaml_path}: {name}: expected a mapping, but got {type(sec).__name__}")
+    return sec
+
+
+def _check_architecture(cfg: dict[str, Any], model_sec: dict[str, Any], yaml_path: Path) -> None:
+    """A config.yaml whose layers/residual contradict the checkpoint belongs to another run."""
+    for key in ("layers", "residual"):
+        if key in model_sec and model_sec[key] != cfg[key]:
+            raise CheckpointError(f"{yaml_path}: model.{key}: expected {cfg[key]!r} as in the checkpoint, but got "
+                                  f"{model_sec[key]!r}; this config.yaml belongs to another run")
+
+
+def _original_activation(recorded: Any, flag: Optional[str], ckpt_path: str | Path, yaml_path: Path,
+                         has_yaml: bool) -> str:
+    """The activation an original network was trained with.
+
+    The original mapped unknown names to gelu without a word; the same is done here, with
+    a warning, because that is what its network computed.
+    """
+    if recorded is None:
+        if flag is None:
+            why = "it has no model.activation" if has_yaml else "the file is missing"
+            raise CheckpointError(f"{ckpt_path}: expected the activation in {yaml_path} (original checkpoints do "
+                                  f"not store it), but {why}; pass --activation NAME (one of "
+                                  f"{', '.join(ACTIVATIONS)})")
+        return flag
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{yaml_path}: model.activation: expected a name, but got {recorded!r}")
+    effective = recorded if recorded in ACTIVATIONS else "gelu"
+    if effective != recorded:
+        warnings.warn(f"{yaml_path}: model.activation '{recorded}' is not one of {', '.join(ACTIVATIONS)}; "
+                      f"the original pipeline trained it as gelu, so gelu is used", UserWarning, stacklevel=3)
+    if flag is not None and flag != effective:
+        raise CheckpointError(f"--activation: expected '{effective}' as recorded in {yaml_path}, but got "
+                              f"'{flag}'; drop the flag")
+    return effective
+
+
+def _original_labels(labels: Any, n: int, key: str, prefix: str, yaml_path: Path) -> list[str]:
+    """Labels from the run config, checked against the network's width; placeholders with a
+    warning when the run config has none (predictions stay right, names are unknown)."""
+    if labels is None:
+        placeholder = [f"{prefix}{i}" for i in range(n)]
+        warnings.warn(f"{yaml_path}: no {key} (file missing or key absent); using placeholder labels "
+                      f"{', '.join(placeholder)}", UserWarning, stacklevel=3)
+        return placeholder
+    if isinstance(labels, str):
+        labels = [labels]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(labels) != n:
+        raise CheckpointError(f"{yaml_path}: {key}: expected {n} label(s) as the checkpoint's network has, "
+                              f"but got {labels!r}")
+    return list(labels)
+
+
 def build_model(cfg: dict[str, Any]) -> RegressionNet:
-    """A ``RegressionNet`` from a checkpoint's (completed) config, weights not yet loaded."""
+    """A ``RegressionNet`` from a checkpoint's (completed) config, weights not yet loaded.
+
+    ``cfg`` must come from ``model_config``: a raw original config has no ``activation`` or
+    ``target_convention``, and guessing them would bring back the double denormalization.
+    """
+    missing = [k for k in ("activation", "target_convention") if k not in cfg]
+    if missing:
+        raise CheckpointError(f"config: expected {' and '.join(missing)} (complete the checkpoint's config "
+                              f"with model_config), but {'it is' if len(missing) == 1 else 'they are'} missing")
     return RegressionNet(
         input_dim=cfg["input_dim"], output_dim=cfg["output_dim"], layers=cfg["layers"],
         input_mean=torch.tensor(cfg["input_mean"]), input_std=torch.tensor(cfg["input_std"]),
         target_mean=torch.tensor(cfg["target_mean"]), target_std=torch.tensor(cfg["target_std"]),
-        residual=cfg["residual"], activation=cfg.get("activation", "gelu"),
-        target_convention=cfg.get("target_convention", "normalized"))
+        residual=cfg["residual"], activation=cfg["activation"], target_convention=cfg["target_convention"])
 
 
 def load_model(run_or_ckpt: str | Path, activation: Optional[str] = None) -> tuple[RegressionNet, dict[str, Any], Path]:
-    """(model in eval mode, completed config, checkpoint path) for a run folder or checkpoint."""
+    """(model in eval mode, completed config, checkpoint path) for a run folder or checkpoint.
+
+    Works for rollfit's and the original pipeline's checkpoints alike (see ``model_config``);
+    the weights must match the rebuilt network exactly (strict loading).
+    """
     path = resolve_checkpoint(run_or_ckpt)
     ckpt = load_checkpoint(path)
     cfg = model_config(ckpt, path, activation)
     model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model_state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise CheckpointError(f"{path}: expected weights matching layers={cfg['layers']} "
-                              f"residual={cfg['residual']}, but loading failed: {first}") from None
+    load_weights(model, ckpt["model_state_dict"], path)
     return model.eval(), cfg, path
+
+
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/DDP wrappers
+
+
+def load_weights(model: RegressionNet, state: dict[str, Any], path: str | Path) -> None:
+    """Load a state_dict strictly, naming missing, unexpected or misshapen entries in one line.
+
+    Prefixes added by ``torch.compile`` (``_orig_mod.``) or DDP (``module.``) are removed first.
+    """
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [f"{what} {_few(items)}" for what, items in
+                (("missing", missing), ("unexpected", unexpected), ("shape mismatch (checkpoint vs network)", shapes))
+                if items]
+    if problems:
+        sequential = any(k.startswith("mlp.mlp.") for k in unexpected)
+        residual = any(k.startswith("mlp.input_layer.") for k in unexpected)
+        hint = ("; the weights have the sequential layout (mlp.mlp.*), not the residual one" if sequential and model.residual
+                else "; the weights have the residual layout (mlp.input_layer ...)" if residual and not model.residual
+                else "")
+        raise CheckpointError(f"{path}: expected weights of layers={model.layers} residual={model.residual}, but "
+                              f"got {'; '.join(problems)}{hint}")
+    model.load_state_dict(state, strict=True)
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    shown = ", ".join(f"'{i}'" for i in items[:n])
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
