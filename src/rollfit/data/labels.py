@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from rollfit.errors import DataError, listing
+from rollfit.errors import DataError, did_you_mean, listing
 
 COT_MA_MEAN = "metabolic/cot/MA/mean"
 
@@ -72,7 +72,8 @@ def missing_attr_message(where: str, label: str, attr: str, available: Sequence[
     """One-line message for an output attribute a group lacks, its attributes closest first."""
     what = f"attribute '{attr}'" + (f" (output '{label}')" if label != attr else "")
     have = listing(sorted(available), attr) if available else "no attributes"
-    return f"{where}: expected {what}, but the group has no such attribute; it has: {have}"
+    hint = did_you_mean(label, [*available, *BUILTIN_ALIASES]) if label == attr else ""
+    return f"{where}: expected {what}, but the group has no such attribute{hint}; it has: {have}"
 
 
 def resolve_inputs(in_lbl: Sequence[str], parameter_names: Sequence[str], where: str) -> list[int]:

@@ -19,12 +19,15 @@ import math
 import multiprocessing
 import os
 import re
+import sys
+import threading
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -46,6 +49,7 @@ PARALLEL_MIN_GROUPS = 12_000
 MIN_CHUNK_GROUPS = 4_000
 CHUNKS_PER_WORKER = 3
 
+T = TypeVar("T")
 _GROUP_RE = re.compile(rb"^param_(\d+)(?:\.0)?$")
 _F64 = h5t.NATIVE_DOUBLE
 _F32 = h5t.NATIVE_FLOAT
@@ -254,7 +258,11 @@ class _GroupReader:
             return self._problem(i, f"{self._where(name)}: expected 'param_state' with {self.task.n_params} "
                                     f"values (one per parameter name), but got {n}")
         d.read(h5s.ALL, h5s.ALL, self.states[i], _F32)
+        self._kept(g, name)
         return 0
+
+    def _kept(self, g: h5g.GroupID, name: bytes) -> None:
+        """Hook for subclasses that read more of each usable group (``inspect``)."""
 
     def _success(self, g: h5g.GroupID, name: bytes) -> bool:
         """The ``success`` attribute (bool, integer or 1-element array); absent means success."""
@@ -357,25 +365,36 @@ def plan_tasks(headers: Sequence[tuple[int, FileHeader, list[int]]], settings: L
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    """A clean start method: forkserver (workers without the caller's threads) where it exists."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    """How to start reader processes.
+
+    ``fork`` on Linux when no other Python thread runs: instant, and it does not re-import the
+    caller's ``__main__`` (scripts without ``if __name__ == '__main__':`` keep working); the
+    children only use h5py/numpy, whose locks only Python threads could hold. Elsewhere
+    ``forkserver`` (workers without the caller's threads), else ``spawn``.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload([__name__])  # h5py/numpy imported once, in the server
         return ctx
     return multiprocessing.get_context("spawn")
 
 
-def run_tasks(tasks: list[ChunkTask], workers: int) -> list[RolloutTable]:
-    """Read every chunk, in worker processes when there are several; results in task order.
+def run_tasks(fn: Callable[[ChunkTask], T], tasks: list[ChunkTask], workers: int) -> list[T]:
+    """``fn`` over every chunk, in worker processes when there are several; results in task order.
 
     The first error in task (file, group) order is the one raised, whatever finished first.
     """
     workers = min(workers, len(tasks))
     if workers <= 1 or multiprocessing.current_process().daemon:
-        return [read_chunk(t) for t in tasks]
+        return [fn(t) for t in tasks]
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
     try:
-        futures: list[Future] = [pool.submit(read_chunk, t) for t in tasks]
+        with warnings.catch_warnings():  # Python >= 3.12 warns on any fork once BLAS threads exist
+            warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)
+            futures: list[Future] = [pool.submit(fn, t) for t in tasks]
         return [f.result() for f in futures]
     except BrokenProcessPool:
         raise DataError(
@@ -428,7 +447,7 @@ def load_rollouts(
     _check_same_names(files, names)
     planned = [(k, h, resolve_inputs(settings.in_lbl, h.param_names, str(h.path))) for k, h in todo]
     tasks = plan_tasks(planned, settings, workers)
-    chunks = run_tasks(tasks, workers)
+    chunks = run_tasks(read_chunk, tasks, workers)
     for k, header in todo:
         tables[k] = RolloutTable.concat([c for t, c in zip(tasks, chunks) if t.file_no == k])
         if store:

@@ -42,8 +42,8 @@ class RolloutTable:
 
     def __post_init__(self) -> None:
         """Normalize dtypes and check that all row arrays agree (a table is never ragged)."""
-        self.inputs = np.ascontiguousarray(self.inputs, dtype=np.float32).reshape(-1, len(self.in_lbl))
-        self.targets = np.ascontiguousarray(self.targets, dtype=np.float32).reshape(-1, len(self.out_lbl))
+        self.inputs = _rows("inputs", self.inputs, len(self.in_lbl))
+        self.targets = _rows("targets", self.targets, len(self.out_lbl))
         self.param_idx = np.asarray(self.param_idx, dtype=np.int64)
         self.source = np.asarray(self.source, dtype=np.int32)
         sizes = {len(self.inputs), len(self.targets), len(self.param_idx), len(self.source)}
@@ -114,3 +114,13 @@ def _index_of(items: list[str], item: str) -> int:
     if item not in items:
         items.append(item)
     return items.index(item)
+
+
+def _rows(what: str, a: np.ndarray, ncols: int) -> np.ndarray:
+    """``a`` as a C-contiguous (N, ncols) float32 array (a 1-D array is one column)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim == 1 and ncols == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[1] != ncols:
+        raise ValueError(f"RolloutTable: expected {what} of shape (N, {ncols}), but got {a.shape}")
+    return a
