@@ -110,4 +110,19 @@ def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[Roll
     logger.log_hyperparams(cfg.to_dict())
     trainer = Trainer(model, cfg.trainer, data, run_dir, logger, checkpoint_meta(cfg, table, data), on_log=on_log)
     metrics = trainer.fit()
+    if cfg.trainer.report:
+        write_report_safely(run_dir, table)
     return RunResult(run_dir, metrics, table, list_checkpoints(run_dir)[-1])
+
+
+def write_report_safely(run_dir: Path, table: RolloutTable) -> None:
+    """Write plots/ and report.html; a failure there warns, the trained run is kept."""
+    import warnings
+
+    try:
+        from ..analysis.report import write_run_report
+
+        write_run_report(run_dir, table=table)
+    except Exception as exc:  # a plotting problem must never cost the trained model
+        warnings.warn(f"{run_dir}: the run is trained and saved, but its report could not be written "
+                      f"({type(exc).__name__}: {exc}); retry with: rollfit report --run {run_dir}", stacklevel=2)

@@ -1,0 +1,348 @@
+"""Honest accuracy numbers for a trained surrogate, in original units.
+
+``evaluate_run`` rebuilds the run's own train/validation split from the checkpoint
+(``config['split']`` and the data section of ``config['run_config']``) and scores the
+validation rows; with ``train_split: 1.0`` those rows were trained on, and the result says
+so (``Evaluation.training_metrics``). ``cross_validate`` is the honest alternative then:
+K-fold cross-validation that retrains the run's config on K-1 folds and predicts the held
+out fold, folds in parallel processes where cores allow.
+
+Metrics per output label: ``rmse``, ``mae``, ``r2``, ``max_abs_error`` and ``n`` (rows).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..data.datamodule import split_indices
+from ..data.table import RolloutTable
+from ..errors import ConfigError, DataError, DataFileNotFound
+from ..io import atomic_write_json
+from .surrogate import Surrogate
+
+METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
+METRICS_FILE = "metrics.json"
+CV_FILE = "metrics_cv.json"
+
+
+# ----------------------------------------------------------------------------- metrics
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per output label: rmse, mae, r2, max_abs_error and n, computed in float64.
+
+    ``r2`` is 1 - SS_res / SS_tot; it is NaN when the true values do not vary (SS_tot = 0),
+    where no fraction of variance can be explained.
+    """
+    yt = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    yp = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    if yt.shape != yp.shape or yt.shape[1] != len(labels):
+        raise ValueError(f"regression_metrics: expected y_true and y_pred of shape (N, {len(labels)}), "
+                         f"but got {yt.shape} and {yp.shape}")
+    out: dict[str, dict[str, float]] = {}
+    for k, label in enumerate(labels):
+        err = yp[:, k] - yt[:, k]
+        n = len(err)
+        ss_tot = float(((yt[:, k] - yt[:, k].mean()) ** 2).sum()) if n else 0.0
+        out[label] = {
+            "rmse": float(np.sqrt(np.mean(err ** 2))) if n else float("nan"),
+            "mae": float(np.mean(np.abs(err))) if n else float("nan"),
+            "r2": 1.0 - float((err ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan"),
+            "max_abs_error": float(np.max(np.abs(err))) if n else float("nan"),
+            "n": int(n),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- the run's data
+def run_data_section(config: dict[str, Any]) -> dict[str, Any]:
+    """The data section a run was trained with (``run_config.data``; empty if unknown)."""
+    return dict((config.get("run_config") or {}).get("data") or {})
+
+
+def run_split(config: dict[str, Any]) -> tuple[float, int]:
+    """(train_split, split_seed) of a run: the checkpoint's record, else its config, else 1.0/0."""
+    split = config.get("split") or {}
+    data = run_data_section(config)
+    return (float(split.get("train_split", data.get("train_split", 1.0))),
+            int(split.get("split_seed", data.get("split_seed", 0))))
+
+
+def _resolve_data_path(path: Any, run_dir: Optional[Path]) -> Any:
+    """A relative data path as given when it exists from here, else relative to the run folder."""
+    if isinstance(path, (list, tuple)):
+        return [_resolve_data_path(p, run_dir) for p in path]
+    p = Path(str(path)).expanduser()
+    if p.is_absolute() or p.exists() or run_dir is None or not (run_dir / p).exists():
+        return str(p)
+    return str(run_dir / p)
+
+
+def _check_data_exists(path: Any, surrogate: Surrogate) -> None:
+    """A run whose data files moved: say which config key named them and how to go on."""
+    for p in path if isinstance(path, list) else [path]:
+        if not any(ch in str(p) for ch in "*?[") and not Path(p).exists():
+            raise DataFileNotFound(f"{p}: expected the run's data (data.hdf5_path of the run "
+                                   f"{surrogate.run_dir}), but it does not exist; pass --hdf5 PATH")
+
+
+def load_run_table(surrogate: Surrogate, hdf5: Any = None) -> RolloutTable:
+    """The rows a run trained on (its config's data files), or those of ``hdf5``.
+
+    Labels, aliases and missing/non-finite policies are the run's, so the same rows come back.
+    """
+    from ..data.reader import load_rollouts
+
+    data, cfg = run_data_section(surrogate.config), surrogate.config
+    path = hdf5 if hdf5 is not None else data.get("hdf5_path")
+    if path is None:
+        raise ConfigError(f"{surrogate.checkpoint}: expected data.hdf5_path in the run's config, "
+                          "but it has none; pass --hdf5 PATH")
+    if hdf5 is None:
+        path = _resolve_data_path(path, surrogate.run_dir)
+        _check_data_exists(path, surrogate)
+    return load_rollouts(path, surrogate.in_lbl, surrogate.out_lbl,
+                         aliases=data.get("aliases") or cfg.get("aliases") or {},
+                         on_missing=data.get("on_missing", "error"), on_nonfinite=data.get("on_nonfinite", "error"),
+                         cache=bool(data.get("cache", True)), cache_dir=data.get("cache_dir"))
+
+
+def split_rows(surrogate: Surrogate, table: RolloutTable) -> tuple[np.ndarray, np.ndarray]:
+    """The run's (train, val) row indices of ``table``, rebuilt as training made them.
+
+    The split is a seeded permutation of the row count, so it is only the same when the data
+    has as many rows as at training time; otherwise the validation rows cannot be rebuilt.
+    """
+    summary = surrogate.config.get("data_summary") or {}
+    rows = summary.get("rows")
+    if rows is not None and int(rows) != len(table):
+        raise DataError(f"{', '.join(table.files) or 'data'}: expected the {rows} rows the run trained on, "
+                        f"but got {len(table)} rows; the validation rows cannot be rebuilt; "
+                        "evaluate on a file with --hdf5 PATH")
+    train_split, seed = run_split(surrogate.config)
+    return split_indices(len(table), train_split, seed)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@dataclass
+class Evaluation:
+    """Predictions and metrics of a run on a set of rows.
+
+    ``rows`` is ``"validation"`` (the run's held-out rows), ``"training"`` (train_split 1.0:
+    validation rows are training rows) or ``"file"`` (every row of another file).
+    """
+
+    metrics: dict[str, dict[str, float]]
+    rows: str
+    source: str
+    inputs: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    out_lbl: list[str]
+    train_split: float
+
+    @property
+    def training_metrics(self) -> bool:
+        """True when the scored rows were also used for training (not an accuracy estimate)."""
+        return self.rows == "training"
+
+    def describe(self) -> str:
+        """What the metrics were computed on, in words."""
+        n = len(self.y_true)
+        if self.rows == "validation":
+            return f"{n} validation rows (train_split {self.train_split:g}) of {self.source}"
+        if self.rows == "training":
+            return f"{n} training rows (train_split 1.0) of {self.source}"
+        return f"{n} rows of {self.source}"
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """``metrics.json`` content: per output label the metrics and what they were computed on."""
+        return {lbl: {**m, "evaluated_on": self.rows, "source": self.source} for lbl, m in self.metrics.items()}
+
+
+def evaluate_run(run: str | Path | Surrogate, hdf5: Any = None, table: Optional[RolloutTable] = None) -> Evaluation:
+    """Score a run on its validation rows, or on every row of ``hdf5`` (another file).
+
+    ``table`` supplies the run's rows already in memory (training passes it); it is split
+    like the data files would be.
+    """
+    s = run if isinstance(run, Surrogate) else Surrogate.load(run)
+    train_split, _ = run_split(s.config)
+    if hdf5 is not None:
+        t = load_run_table(s, hdf5)
+        idx, kind = np.arange(len(t)), "file"
+    else:
+        t = table if table is not None else load_run_table(s)
+        _, idx = split_rows(s, t)
+        kind = "training" if train_split >= 1.0 else "validation"
+    x, y = t.inputs[idx], t.targets[idx]
+    pred = s.predict(x)
+    source = ", ".join(Path(f).name for f in t.files) or "the run's data"
+    return Evaluation(regression_metrics(y, pred, s.out_lbl), kind, source, x, y, pred, list(s.out_lbl), train_split)
+
+
+def write_metrics(run_dir: str | Path, evaluation: Evaluation) -> Path:
+    """Write ``metrics.json`` into the run folder (atomically) and return its path."""
+    path = Path(run_dir) / METRICS_FILE
+    atomic_write_json(path, json_safe(evaluation.to_json()))
+    return path
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf become null (strict JSON readers reject NaN)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+# ----------------------------------------------------------------------------- cross-validation
+def fold_assignment(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """Fold (0..k-1) of each of ``n`` rows: a seeded shuffle dealt round-robin (sizes differ by <= 1)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= n:
+        raise ConfigError(f"--cv: expected K between 2 and the number of rows ({n}), but got {k!r}")
+    folds = np.empty(n, dtype=np.int64)
+    folds[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return folds
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold predictions of K retrained models and the metrics of each fold."""
+
+    k: int
+    out_lbl: list[str]
+    fold: np.ndarray
+    inputs: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    fold_metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per label and metric: ``mean`` and ``std`` (sample std, ddof=1) over the K folds."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for lbl in self.out_lbl:
+            out[lbl] = {}
+            for m in METRICS:
+                v = np.array([f[lbl][m] for f in self.fold_metrics], dtype=np.float64)
+                out[lbl][m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+        return out
+
+    def pooled(self) -> dict[str, dict[str, float]]:
+        """Metrics of all out-of-fold predictions together (each row predicted once)."""
+        return regression_metrics(self.y_true, self.y_pred, self.out_lbl)
+
+    def to_json(self) -> dict[str, Any]:
+        """``metrics_cv.json`` content."""
+        per = {lbl: {m: {**s, "folds": [f[lbl][m] for f in self.fold_metrics]} for m, s in ms.items()}
+               for lbl, ms in self.summary().items()}
+        return {"k": self.k, "overrides": list(self.overrides), "per_output": per, "pooled": self.pooled()}
+
+
+def fold_config(surrogate: Surrogate, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The run's config (validated, as a dict) for retraining one fold, quietly and without a report."""
+    from ..config import apply_overrides, validate
+
+    raw = apply_overrides(dict(surrogate.config.get("run_config") or {}), list(overrides))
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    raw.setdefault("data", {}).update(in_lbl=list(surrogate.in_lbl), out_lbl=list(surrogate.out_lbl))
+    raw.setdefault("trainer", {}).update(progress=False, report=False)
+    return validate(raw, source="run config").to_dict()
+
+
+def _fold_job(job: dict[str, Any]) -> tuple[int, np.ndarray]:
+    """Train on one fold's training rows and predict its held-out rows (runs in a worker)."""
+    import torch
+
+    from ..config import validate
+    from ..training.run import train
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    result = train(validate(job["config"], source="run config"), job["out"], table=job["table"])
+    return job["fold"], Surrogate.load(result.last_checkpoint).predict(job["x_test"])
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cv_workers(k: int, config: dict[str, Any], requested: Optional[int] = None) -> int:
+    """Folds trained at once: one per core on CPU (at most K), one on a GPU (they share it)."""
+    if requested:
+        return max(1, min(int(requested), k))
+    from ..training.trainer import resolve_device
+
+    if resolve_device(config["trainer"]["device"]).type != "cpu":
+        return 1
+    return max(1, min(k, _cores()))
+
+
+def cross_validate(run: str | Path | Surrogate, k: int = 5, hdf5: Any = None, table: Optional[RolloutTable] = None,
+                   overrides: Sequence[str] = (), workers: Optional[int] = None,
+                   progress: bool = True) -> CrossValidation:
+    """K-fold cross-validation: retrain the run's config K times, each time predicting one fold.
+
+    Rows are all rows of the run's data (or of ``hdf5``); folds are a shuffle seeded with the
+    run's ``split_seed``. ``overrides`` (``trainer.max_epochs=500``...) change the fold
+    config. Folds run in parallel processes when ``workers`` (default: cores) exceeds one.
+    """
+    from tqdm.auto import tqdm
+
+    s = run if isinstance(run, Surrogate) else Surrogate.load(run)
+    t = load_run_table(s, hdf5) if hdf5 is not None or table is None else table
+    folds = fold_assignment(len(t), k, run_split(s.config)[1])
+    config = fold_config(s, overrides)
+    n_workers = cv_workers(k, config, workers)
+    threads = max(1, _cores() // n_workers) if n_workers > 1 else 0
+    pred = np.full(t.targets.shape, np.nan, dtype=np.float64)
+    with tempfile.TemporaryDirectory(prefix="rollfit-cv-") as tmp:
+        jobs = [{"fold": f, "config": config, "table": t.subset(folds != f), "x_test": t.inputs[folds == f],
+                 "out": str(Path(tmp) / f"fold_{f}"), "threads": threads} for f in range(k)]
+        with tqdm(total=k, desc="cv", unit="fold", disable=not progress, dynamic_ncols=True) as bar:
+            for f, p in _run_jobs(jobs, n_workers):
+                pred[folds == f] = p
+                bar.update(1)
+    y = t.targets.astype(np.float64)
+    per_fold = [regression_metrics(y[folds == f], pred[folds == f], s.out_lbl) for f in range(k)]
+    return CrossValidation(k, list(s.out_lbl), folds, t.inputs, y, pred, per_fold, list(overrides))
+
+
+def _run_jobs(jobs: list[dict[str, Any]], workers: int):
+    """Yield (fold, predictions) as folds finish: in this process, or in ``workers`` processes.
+
+    Workers are spawned, not forked: forking a process that already runs torch's thread
+    pools can deadlock.
+    """
+    if workers <= 1:
+        for job in jobs:
+            yield _fold_job(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fold_job, job) for job in jobs]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def write_cv(run_dir: str | Path, cv: CrossValidation) -> Path:
+    """Write ``metrics_cv.json`` into the run folder (atomically) and return its path."""
+    path = Path(run_dir) / CV_FILE
+    atomic_write_json(path, json_safe(cv.to_json()))
+    return path

@@ -1,0 +1,162 @@
+"""``report.html``: one self-contained page about a run (config, data, metrics, plots).
+
+Everything is inside the file: CSS inline, images as base64 ``data:`` URIs, no scripts and
+no network references, so it opens offline, can be mailed, and renders the same years
+later. ``write_run_report`` (called by training at the end of a run unless
+``trainer.report`` is false) evaluates the run, writes ``metrics.json`` and the PNGs of
+``plots.make_plots``, then the page, each file atomically.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from ..io import atomic_write_text
+from .evaluate import CV_FILE, METRICS, Evaluation, evaluate_run, load_run_table, write_metrics
+from .surrogate import Surrogate
+
+REPORT_FILE = "report.html"
+
+CAPTIONS = {
+    "loss": "Training log: every logged loss component (log scale) and the learning rate (dashed, right axis).",
+    "parity": "Predicted vs true on the evaluated rows; points on the dashed line are exact.",
+    "residuals": "Histogram of residuals (predicted - true) on the evaluated rows.",
+    "contour": "Predicted surface over the training range; dots: training rows, circles: validation rows, "
+               "red crosses: failed runs; other inputs held at the values in the title.",
+    "slice": "Prediction along one input, other inputs held; black: rows near the held values.",
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .6em 0; } td, th { border: 1px solid #ccc; padding: .3em .7em; }
+th { background: #f3f3f3; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
+.note { background: #fff4d6; border-left: 4px solid #e0a800; padding: .6em .9em; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .9em; color: #555; }
+"""
+
+
+# ----------------------------------------------------------------------------- pieces
+def _fmt(value: Any) -> str:
+    """A number for a table cell (4 significant digits; n as an integer; NaN as 'n/a')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int):
+        return str(value)
+    return f"{float(value):.4g}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table; strings are escaped, numbers formatted and right-aligned."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = [f'<td class="num">{_fmt(c)}</td>' if isinstance(c, (int, float)) or c is None
+                 else f"<td>{html.escape(str(c))}</td>" for c in row]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def data_summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(what, value) rows of a checkpoint's ``data_summary``: rows used, failed, skipped..."""
+    names = [("rows used", "rows"), ("training rows", "train_rows"), ("validation rows", "val_rows"),
+             ("param groups read", "groups"), ("failed runs (not used)", "failed"),
+             ("skipped rows (policy skip)", "skipped")]
+    out: list[tuple[str, Any]] = [(label, int(summary[key])) for label, key in names if key in summary]
+    for f in summary.get("files") or []:
+        out.append(("file", str(f)))
+    return out
+
+
+def metrics_rows(metrics: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
+    """One table row per output: label then the metrics in ``METRICS`` order."""
+    return [[lbl, *[m.get(k) for k in METRICS]] for lbl, m in metrics.items()]
+
+
+def cv_rows(cv_json: Mapping[str, Any]) -> list[list[Any]]:
+    """One row per output of a ``metrics_cv.json``: 'mean ± std' per metric."""
+    rows = []
+    for lbl, ms in (cv_json.get("per_output") or {}).items():
+        rows.append([lbl, *[f"{_fmt(ms[k]['mean'])} ± {_fmt(ms[k]['std'])}" for k in METRICS if k != "n"]])
+    return rows
+
+
+def _image(name: str, png: bytes) -> str:
+    """A figure with the PNG embedded as a data: URI and a caption saying what it shows."""
+    kind = name.split("_", 1)[0]
+    caption = CAPTIONS.get(kind, "")
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{html.escape(name)}" src="{src}">'
+            f"<figcaption><b>{html.escape(name)}</b>: {html.escape(caption)}</figcaption></figure>")
+
+
+# ----------------------------------------------------------------------------- the page
+def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str, Any], evaluation: Evaluation,
+                images: Mapping[str, bytes], cv_json: Optional[Mapping[str, Any]] = None,
+                checkpoint: str = "") -> str:
+    """The whole page as a string (pure: no files read or written)."""
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p>checkpoint <code>{html.escape(checkpoint)}</code>; written "
+             f"{_dt.datetime.now().isoformat(timespec='seconds')}</p>",
+             "<h2>Data</h2>", _table(["", "value"], data_summary_rows(summary)) if summary
+             else "<p>The checkpoint records no data summary.</p>",
+             "<h2>Metrics</h2>", f"<p>On {html.escape(evaluation.describe())}, in original units.</p>"]
+    if evaluation.training_metrics:
+        parts.append('<p class="note">train_split was 1.0, so these rows were also used for training: these '
+                     "are training metrics, not an estimate of accuracy on new inputs. Run "
+                     "<code>rollfit evaluate --run RUN --cv 5</code> for cross-validated metrics.</p>")
+    parts.append(_table(["output", *METRICS], metrics_rows(evaluation.metrics)))
+    if cv_json:
+        parts += [f"<h3>{int(cv_json.get('k', 0))}-fold cross-validation (mean ± std over folds)</h3>",
+                  _table(["output", *[m for m in METRICS if m != "n"]], cv_rows(cv_json))]
+    parts.append("<h2>Plots</h2>")
+    parts += [_image(name, png) for name, png in images.items()]
+    parts += ["<h2>Configuration</h2>",
+              f"<pre>{html.escape(yaml.safe_dump(dict(run_config), sort_keys=False) if run_config else '(none)')}</pre>"]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _read_cv(run_dir: Path) -> Optional[dict[str, Any]]:
+    """``metrics_cv.json`` of the run, if a cross-validation was run and the file is readable."""
+    p = run_dir / CV_FILE
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_run_report(run_dir: str | Path, table=None, pairs: Optional[Sequence[Sequence[str]]] = None,
+                     slices: Optional[Sequence[str]] = None, hold: Optional[Mapping[str, float]] = None) -> Path:
+    """Evaluate a run, write ``metrics.json``, ``plots/*.png`` and ``report.html``; returns the page's path.
+
+    ``table`` is the run's data already in memory (training passes it), else it is read from
+    the run's configured files. ``pairs``, ``slices`` and ``hold`` are as in ``make_plots``.
+    """
+    from .plots import make_plots
+
+    run_dir = Path(run_dir)
+    s = Surrogate.load(run_dir)
+    table = table if table is not None else load_run_table(s)
+    evaluation = evaluate_run(s, table=table)
+    write_metrics(run_dir, evaluation)
+    written = make_plots(run_dir, pairs, slices, hold, table=table, evaluation=evaluation)
+    images = {name: Path(p).read_bytes() for name, p in written.items()}
+    summary = s.config.get("data_summary") or {
+        "rows": len(table), "groups": table.n_groups, "failed": table.n_failed, "skipped": table.n_skipped,
+        "files": list(table.files)}
+    page = report_html(f"rollfit report: {run_dir.name}", s.config.get("run_config") or {}, summary,
+                       evaluation, images, _read_cv(run_dir), checkpoint=str(s.checkpoint.name))
+    path = run_dir / REPORT_FILE
+    atomic_write_text(path, page)
+    return path
