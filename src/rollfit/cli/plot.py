@@ -37,14 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Write PNGs under RUN/plots/: loss curves, parity plot, residual histogram, contour plots of the "
         "predicted surface with training points and failed runs, and 1-D slices with the data."))
     add_plot_options(p)
+    p.add_argument("--activation", help="activation of an original-pipeline run that does not record it")
     add_debug(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.plots import make_plots
+    from ..analysis.surrogate import Surrogate
 
-    written = make_plots(args.run, **plot_options(args))
+    written = make_plots(Surrogate.load(args.run, activation=args.activation), **plot_options(args))
     for path in written.values():
         print(path)
     return 0
