@@ -291,3 +291,40 @@ def load_weights(model: RegressionNet, state: dict[str, Any], path: str | Path) 
 def _few(items: list[str], n: int = 3) -> str:
     shown = ", ".join(f"'{i}'" for i in items[:n])
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+RESUME_KEYS = ("epoch", "optimizer_state_dict", "scheduler_state_dict", "trainer_state")
+
+
+def _check_resumable(ckpt: dict[str, Any], path: Path) -> None:
+    """A checkpoint to resume from must carry the training state, not only the weights."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: expected a rollfit training checkpoint with {', '.join(missing)}, but "
+                              f"{'it is' if len(missing) == 1 else 'they are'} missing; use --init-from to "
+                              f"fine-tune from its weights instead")
+
+
+def find_resume_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(path, checkpoint) to resume from: the file as given, or a run's newest complete one.
+
+    In a run folder, checkpoints that cannot be read (e.g. damaged by a disk fault) are
+    skipped in favour of the next older one; a file given explicitly must be readable.
+    """
+    p = Path(run_or_ckpt)
+    if p.is_file():
+        ckpt = load_checkpoint(p)
+        _check_resumable(ckpt, p)
+        return p, ckpt
+    if not p.exists():
+        raise DataFileNotFound(f"{p}: expected a run folder or a checkpoint file to resume, but it does not exist")
+    skipped: list[str] = []
+    for path in reversed(list_checkpoints(p)):
+        try:
+            ckpt = load_checkpoint(path)
+            _check_resumable(ckpt, path)
+            return path, ckpt
+        except CheckpointError as exc:
+            skipped.append(f"{path.name} ({str(exc).split(': ', 1)[-1]})")
+    found = f"skipped {'; '.join(skipped)}" if skipped else "found no checkpoint"
+    raise CheckpointError(f"{p}: expected a complete checkpoint in {CKPT_DIR}/ to resume from, but {found}")

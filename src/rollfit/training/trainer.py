@@ -9,8 +9,10 @@ the device every step.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,10 +22,20 @@ from torch import Tensor
 
 from ..config import TrainerConfig
 from ..data.datamodule import HDF5DataModule
+from ..errors import OutputError, TrainingError
 from ..model.network import RegressionNet
-from .checkpoint import CKPT_DIR, checkpoint_name, save_checkpoint
+from .checkpoint import CKPT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
 from .logger import SimpleLogger
+from .signals import InterruptGuard, TrainingInterrupted, resume_command, signal_name
+from .state import capture_rng, clone_tree, load_optimizer_state, restore_rng, set_group_value
 from .step import COMPONENTS, make_engine
+
+MAX_ROLLBACKS = 3  # trainer.on_nonfinite=rollback gives up after this many rollbacks
+
+
+def _clock() -> float:
+    """Seconds on a monotonic clock (time-based checkpoints; tests replace it)."""
+    return time.monotonic()
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -52,7 +64,10 @@ class Trainer:
 
     def __init__(self, model: RegressionNet, cfg: TrainerConfig, data: HDF5DataModule, run_dir: str | Path,
                  logger: Optional[SimpleLogger] = None, meta: Optional[dict[str, Any]] = None,
-                 on_log: Optional[Callable[[int, dict[str, float]], None]] = None):
+                 on_log: Optional[Callable[[int, dict[str, float]], None]] = None, dist=None):
+        self.dist = dist  # a distributed.DistContext under torchrun (WORLD_SIZE > 1), else None
+        if dist is not None:
+            data = dist.shard(data)  # this rank's rows
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.on_log = on_log  # called with (epoch, logged row) after each log flush (e.g. sweeps report)
         self.device = data.device
@@ -65,9 +80,17 @@ class Trainer:
             self.opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience,
             threshold=cfg.lr_threshold, threshold_mode="rel", min_lr=cfg.min_lr)
         self.start_epoch = 0
+        # resumable state beyond model/optimizer/scheduler: shuffling has its own generator
+        # (stored in checkpoints), divergence rollbacks are counted, the newest checkpoint known
+        self.shuffle_gen = torch.Generator(device=self.device)
+        self.shuffle_gen.manual_seed(cfg.seed)
+        self.rollbacks = 0
+        self.last_checkpoint: Optional[Path] = None
         self._yn_train = self._normalize_targets(data.train.y)
         yn_val = self._yn_train if data.same_split else self._normalize_targets(data.val.y)
         self.engine = make_engine(self.model, cfg, self.opt, data.val.x, yn_val)
+        if dist is not None:
+            dist.attach(self, yn_val)  # rank 0's weights, eager engine, gradient all-reduce
         self.history: list[dict[str, float]] = []
 
     def _normalize_targets(self, y: Tensor) -> Tensor:
@@ -76,31 +99,54 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train from ``start_epoch`` to ``max_epochs``; returns the last logged metrics."""
+        """Train from ``start_epoch`` to ``max_epochs``; returns the last logged metrics.
+
+        Per epoch: train, validate, handle a non-finite loss (stop, or roll back to the last
+        good state), step the scheduler, log and checkpoint when due (period, time, signal).
+        A first SIGINT/SIGTERM ends the run after the epoch with a checkpoint
+        (``TrainingInterrupted``); a second one aborts at once.
+        """
         cfg, last = self.cfg, self.cfg.max_epochs - 1
         bar = self._progress()
         metrics: dict[str, float] = {}
-        for epoch in range(self.start_epoch, cfg.max_epochs):
-            train = self._train_epoch(epoch)
-            val = self.engine.validate()
-            self.sched.step(val)
-            if epoch % cfg.log_period == 0 or epoch == last:
-                metrics = self._log(epoch, train, val, bar)
-            if epoch % cfg.save_period == 0 or epoch == last:
-                self.save(epoch)
+        self._good, self._saved_at = self._snapshot(self.start_epoch - 1), _clock()
+        epoch = self.start_epoch
+        try:
+            with InterruptGuard() as guard:
+                while epoch < cfg.max_epochs:
+                    train = self._train_epoch(epoch)
+                    val = self.engine.validate()
+                    save = self._checkpoint_due(epoch, last) or guard.requested is not None
+                    if self.dist is not None:  # global losses; one save/stop decision for all ranks
+                        train, val, save = self.dist.agree(train, val, save, guard)
+                    problem = self._nonfinite(train, val, check_weights=save)
+                    if problem is not None:
+                        epoch = self._diverged(epoch, problem, bar)
+                        continue
+                    self.sched.step(val)
+                    if epoch % cfg.log_period == 0 or epoch == last:
+                        metrics = self._log(epoch, train, val, bar)
+                    if save:
+                        self.save(epoch)
+                    if guard.requested is not None and epoch < last:
+                        raise self._interrupted(epoch, guard.requested)
+                    if bar is not None:
+                        bar.update(1)
+                    epoch += 1
+        finally:
             if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
         return metrics
 
     def _train_epoch(self, epoch: int) -> dict[str, Tensor]:
         """One pass over the training rows; returns row-weighted mean loss components."""
+        if self.dist is not None:
+            return self.dist.train_epoch(self, epoch)
         x, y = self.data.train.x, self._yn_train
         n, bs = x.shape[0], self.data.batch_size
         if n <= bs:
             return self.engine.step(x, y, epoch)
-        perm = torch.randperm(n, device=self.device)
+        perm = torch.randperm(n, device=self.device, generator=self.shuffle_gen)
         sums: dict[str, Tensor] = {}
         for k in range(0, n, bs):
             idx = perm[k:k + bs]
@@ -124,17 +170,132 @@ class Trainer:
         return row
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
-        """The checkpoint dict (seed format plus rollfit's config additions)."""
+        """The checkpoint dict: the seed's keys, the resume state and rollfit's config additions."""
+        return {**self.training_state(epoch), "config": {**self.model.constructor_args(), **self.meta}}
+
+    def training_state(self, epoch: int) -> dict[str, Any]:
+        """What an exact resume needs besides the config, as live references (clone to keep).
+
+        ``trainer_state`` holds the shuffling generator, the global RNGs (python, numpy,
+        torch, CUDA), the rollback count, the log file name and, when the step engine has
+        ``state_dict``, the engine's own state.
+        """
+        extra = {"engine": self.engine.state_dict()} if hasattr(self.engine, "state_dict") else {}
         return {"epoch": epoch, "model_state_dict": self.model.state_dict(),
                 "optimizer_state_dict": self.opt.state_dict(), "scheduler_state_dict": self.sched.state_dict(),
-                "config": {**self.model.constructor_args(), **self.meta}}
+                "trainer_state": {"shuffle_rng": self.shuffle_gen.get_state(), "global_rng": capture_rng(),
+                                  "rollbacks": self.rollbacks, "log_file": self.logger.path.name, **extra}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore ``training_state`` (a checkpoint or an in-memory snapshot); ``fit`` then
+        continues at ``state["epoch"] + 1``. Tensors are copied in place, so a step engine
+        holding references to them stays valid; engines may also define
+        ``load_state_dict`` (their own state) and ``on_state_loaded()`` (re-capture)."""
+        ts = state["trainer_state"]
+        self.model.load_state_dict(state["model_state_dict"], strict=True)
+        load_optimizer_state(self.opt, state["optimizer_state_dict"])
+        self.sched.load_state_dict(clone_tree(state["scheduler_state_dict"]))
+        self.shuffle_gen.set_state(ts["shuffle_rng"])
+        restore_rng(ts["global_rng"])
+        self.rollbacks = int(ts.get("rollbacks", 0))
+        if "engine" in ts and hasattr(self.engine, "load_state_dict"):
+            self.engine.load_state_dict(ts["engine"])
+        if hasattr(self.engine, "on_state_loaded"):
+            self.engine.on_state_loaded()
+        self.start_epoch = int(state["epoch"]) + 1
 
     def save(self, epoch: int) -> Path:
-        """Write ``checkpoints/ep_NNNNNN.ckpt`` atomically."""
-        return save_checkpoint(self.run_dir / CKPT_DIR / checkpoint_name(epoch), self.state_dict(epoch))
+        """Write ``checkpoints/ep_NNNNNN.ckpt`` atomically, keep it as the last good state,
+        then prune to ``keep_last``. A failed write names the last complete checkpoint."""
+        path = self.run_dir / CKPT_DIR / checkpoint_name(epoch)
+        state = self.state_dict(epoch)
+        try:
+            if self.dist is None or self.dist.is_writer:  # rank 0 alone writes
+                save_checkpoint(path, state)
+        except OutputError as exc:
+            raise OutputError(f"{exc}; last complete checkpoint: {self.last_checkpoint or 'none yet'}") from None
+        self.last_checkpoint, self._saved_at = path, _clock()
+        self._good = clone_tree({k: v for k, v in state.items() if k != "config"})
+        self._prune(epoch)
+        return path
+
+    def _checkpoint_due(self, epoch: int, last: int) -> bool:
+        """At ``save_period``, at the last epoch, or ``checkpoint_every_minutes`` after the last save."""
+        if epoch % self.cfg.save_period == 0 or epoch == last:
+            return True
+        minutes = self.cfg.checkpoint_every_minutes
+        return minutes is not None and _clock() - self._saved_at >= 60.0 * minutes
+
+    def _prune(self, epoch: int) -> None:
+        """Delete all but the newest ``keep_last`` checkpoints up to ``epoch`` (later ones, left by
+        an abandoned run a resume restarted before, are overwritten when reached)."""
+        if self.cfg.keep_last is None or (self.dist is not None and not self.dist.is_writer):
+            return
+        done = [p for p in list_checkpoints(self.run_dir) if int(p.stem[3:]) <= epoch]
+        for old in done[:-self.cfg.keep_last]:
+            old.unlink(missing_ok=True)
+
+    def _snapshot(self, epoch: int) -> dict[str, Any]:
+        """An in-memory copy of the training state after ``epoch`` (the rollback target)."""
+        return clone_tree(self.training_state(epoch))
+
+    # ---- divergence and interruption ----------------------------------------------------
+    def _nonfinite(self, train: dict[str, Tensor], val: Tensor, check_weights: bool) -> Optional[str]:
+        """None when the losses (and, before a checkpoint, the weights) are finite, else what is not.
+
+        One device sync per epoch, as the plateau scheduler needs ``val`` on the host anyway;
+        the total loss is non-finite whenever a component is. Weights are checked only before
+        a checkpoint, so a written checkpoint is always a good one.
+        """
+        if bool(torch.isfinite(train["train"]).all() & torch.isfinite(val).all()):
+            if not check_weights:
+                return None
+            bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+            return f"finite weights, but got non-finite values in {', '.join(bad)}" if bad else None
+        values = {**{f"loss/{k}": float(train[k]) for k in COMPONENTS},
+                  "loss/train": float(train["train"]), "loss/val": float(val)}
+        return "finite losses, but got " + ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+
+    def _diverged(self, epoch: int, problem: str, bar) -> int:
+        """Stop with a ``TrainingError``, or (``on_nonfinite: rollback``) restore the last good
+        state with half the lr, at most ``MAX_ROLLBACKS`` times; returns the epoch to run next."""
+        where = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint written yet"
+        msg = f"epoch {epoch}: expected {problem}; {where}"
+        if self.cfg.on_nonfinite != "rollback":
+            raise TrainingError(f"{msg}; lower trainer.lr or set trainer.on_nonfinite=rollback")
+        if self.rollbacks >= MAX_ROLLBACKS:
+            raise TrainingError(f"{msg}; gave up after {MAX_ROLLBACKS} rollbacks (lr {self._lr():.3g}); "
+                                f"lower trainer.lr")
+        good = self._good
+        self.load_state(good)
+        self.rollbacks += 1
+        for group in self.opt.param_groups:
+            set_group_value(group, "lr", float(group["lr"]) * 0.5)
+        if hasattr(self.sched, "_last_lr"):
+            self.sched._last_lr = [float(g["lr"]) for g in self.opt.param_groups]
+        self._good = self._snapshot(good["epoch"])  # the next rollback halves again from here
+        self.logger.truncate_after(good["epoch"])
+        self.logger.flush()
+        self.history = [h for h in self.history if h["epoch"] <= good["epoch"]]
+        warnings.warn(f"{msg}; rolled back to the state after epoch {good['epoch']} and halved the lr to "
+                      f"{self._lr():.3g} (rollback {self.rollbacks} of {MAX_ROLLBACKS})", RuntimeWarning, stacklevel=3)
+        if bar is not None:
+            bar.n = self.start_epoch
+            bar.refresh()
+        return self.start_epoch
+
+    def _lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def _interrupted(self, epoch: int, signum: int) -> TrainingInterrupted:
+        """The exception ending a run on a signal, after its checkpoint was written."""
+        self.logger.flush()
+        return TrainingInterrupted(
+            f"interrupted by {signal_name(signum)} after epoch {epoch}; checkpoint written: {self.last_checkpoint}; "
+            f"resume with: {resume_command(self.run_dir)}", signum, epoch, self.last_checkpoint)
 
     def _progress(self):
-        if not self.cfg.progress:
+        if not self.cfg.progress or (self.dist is not None and not self.dist.is_writer):
             return None
         from tqdm.auto import tqdm
 
