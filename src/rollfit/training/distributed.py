@@ -1,0 +1,282 @@
+"""Data-parallel training under ``torchrun``: one process per device, one model, exact gradients.
+
+``torchrun --nproc_per_node N -m rollfit train ...`` (or ``rollfit train --nproc N``) starts
+N copies of the same command; ``from_env`` sees ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and
+joins the process group (gloo on CPU, nccl on GPU). Every rank builds the same model from
+the same seed (rank 0's weights are broadcast anyway) and holds its share of the rows:
+
+- full batch (the common case, rows <= ``data.batch_size``): rank r keeps the training rows
+  ``r, r+N, r+2N, ...``; its loss is the mean over its rows, weighted by
+  ``local_rows / rows``, so the all-reduced (summed) gradient is exactly the one-process
+  full-batch gradient, up to float summation order. Parameter terms (L1/L2) carry weights
+  summing to 1, so they count once.
+- mini-batch: every rank keeps all training rows and draws the same permutation from the
+  trainer's shuffling generator, so the global batches are those of a one-process run; rank
+  r computes rows ``r::N`` of each batch, weighted by its share of the batch.
+
+Gradients are summed by one flat all-reduce in an optimizer step pre-hook, after the
+backward pass and before Adam: no DDP wrapper, so the forward-Jacobian penalty (one
+backward pass) and even the double-backward one are correct. Validation rows are split
+the same way and the validation MSE is all-reduced, so every rank steps the same plateau
+scheduler with the same value: one learning-rate schedule. The per-epoch decisions (a
+checkpoint is due, a signal arrived) are agreed in the same all-reduce, so all ranks save,
+roll back and stop at the same epoch. Only rank 0 writes files (config, logs, checkpoints,
+report); checkpoints hold the full model, optimizer, scheduler and RNG states, and the
+split is deterministic, so a run resumes with any number of processes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .logger import SimpleLogger
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the ones the trainer's InterruptGuard handles
+
+
+@dataclass
+class Share:
+    """A rank's rows of one split: global row positions and the weight of its mean loss."""
+
+    positions: np.ndarray
+    weight: float
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) outside torchrun."""
+    try:
+        values = [int(os.environ.get(k, d)) for k, d in zip(ENV_KEYS, ("0", "1", "0"))]
+    except ValueError:
+        found = ", ".join(f"{k}={os.environ.get(k)!r}" for k in ENV_KEYS)
+        raise ConfigError(f"torchrun environment: expected integer {', '.join(ENV_KEYS)}, but got {found}") from None
+    rank, world, local = values
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"torchrun environment: expected 0 <= RANK < WORLD_SIZE, but got RANK={rank}, "
+                          f"WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def launched() -> bool:
+    """True inside a multi-process torchrun launch (WORLD_SIZE > 1)."""
+    return env_world()[1] > 1
+
+
+def share(n: int, rank: int, world: int) -> Share:
+    """Rows ``rank::world`` of ``n`` with weight local/n; all rows with weight 1/world when
+    ``n < world`` (no rank may be left without rows: the mean of nothing is NaN)."""
+    if n < world:
+        return Share(np.arange(n), 1.0 / world)
+    positions = np.arange(rank, n, world)
+    return Share(positions, len(positions) / n)
+
+
+class DistContext:
+    """This process's place in the group and the collectives the trainer needs."""
+
+    def __init__(self, rank: int, world: int, local_rank: int, device: torch.device):
+        self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
+        self.full_batch = True
+        self.train_weight = 1.0
+        self.val_weight = 1.0
+        self._step_weight = 1.0
+
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 alone writes files."""
+        return self.rank == 0
+
+    # ---- setup --------------------------------------------------------------------------
+    def shard(self, data):
+        """A copy of the data module holding this rank's rows (training rows only in full batch)."""
+        from ..data.datamodule import Split
+
+        def cut(split, s: Share) -> Split:
+            pos = torch.as_tensor(s.positions, device=split.x.device)
+            return Split(split.x[pos], split.y[pos], split.rows[s.positions])
+
+        out = _copy(data)
+        n_train = len(data.train)
+        self.full_batch = n_train <= data.batch_size
+        if self.full_batch:
+            tr = share(n_train, self.rank, self.world)
+            out.train, self.train_weight = cut(data.train, tr), tr.weight
+        va = share(len(data.val), self.rank, self.world)
+        out.val, self.val_weight = cut(data.val, va), va.weight
+        return out
+
+    def attach(self, trainer, val_yn: Tensor) -> None:
+        """Broadcast rank 0's weights, use the eager step engine, and all-reduce gradients
+        before every optimizer step (a pre-hook, so any backward formulation works)."""
+        from .step import StepEngine
+
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                dist.broadcast(p.data, src=0)
+        # Fused/captured engines may step the optimizer outside Python, where the hook
+        # would not run; the eager engine always calls opt.step().
+        trainer.engine = StepEngine(trainer.model, trainer.cfg, trainer.opt, trainer.data.val.x, val_yn)
+        self._params = [p for group in trainer.opt.param_groups for p in group["params"]]
+        trainer.opt.register_step_pre_hook(self._all_reduce_grads)
+
+    # ---- collectives ----------------------------------------------------------------------
+    def _all_reduce_grads(self, opt, args, kwargs) -> None:
+        """grad <- sum over ranks of (weight_r * grad_r): the global gradient on every rank."""
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+        flat = torch.cat([g.reshape(-1) for g in grads]).mul_(self._step_weight)
+        dist.all_reduce(flat)
+        offset = 0
+        for p in self._params:
+            view = flat[offset:offset + p.numel()].view_as(p)
+            if p.grad is None:
+                p.grad = view.clone()
+            else:
+                p.grad.copy_(view)
+            offset += p.numel()
+
+    def train_epoch(self, trainer, epoch: int) -> dict[str, Tensor]:
+        """One epoch of this rank's share; returns its contributions to the global means
+        (summed across ranks in ``agree``)."""
+        x, y, engine = trainer.data.train.x, trainer._yn_train, trainer.engine
+        if self.full_batch:
+            self._step_weight = self.train_weight
+            return {k: v * self.train_weight for k, v in engine.step(x, y, epoch).items()}
+        n, bs = x.shape[0], trainer.data.batch_size
+        perm = torch.randperm(n, device=x.device, generator=trainer.shuffle_gen)
+        sums: dict[str, Tensor] = {}
+        for k in range(0, n, bs):
+            batch = perm[k:k + bs]
+            mine = batch[self.rank::self.world]
+            self._step_weight = mine.numel() / batch.numel()
+            if mine.numel() == 0:  # a last batch smaller than the group: contribute zero gradients
+                trainer.opt.zero_grad(set_to_none=True)
+                trainer.opt.step()
+                continue
+            for name, v in engine.step(x[mine], y[mine], epoch).items():
+                sums[name] = sums.get(name, 0.0) + v * mine.numel()
+        return {name: v / n for name, v in sums.items()}
+
+    def agree(self, train: dict[str, Tensor], val: Tensor, save: bool, guard) -> tuple[dict[str, Tensor], Tensor, bool]:
+        """One all-reduce per epoch: global train losses and validation MSE, and one decision
+        for all ranks on checkpointing (any rank due) and stopping (any rank signalled)."""
+        import torch.distributed as dist
+
+        keys = list(train)
+        requested = getattr(guard, "requested", None)
+        flags = [float(save)] + [float(requested == s) for s in SIGNALS]
+        vec = torch.stack([train[k].reshape(()).float() for k in keys] + [val.reshape(()).float() * self.val_weight])
+        vec = torch.cat([vec, torch.tensor(flags, device=vec.device)])
+        dist.all_reduce(vec)
+        got = vec.tolist()
+        hits = [s for s, f in zip(SIGNALS, got[len(keys) + 2:]) if f > 0]
+        if hits and requested is None:
+            guard.requested = hits[0]
+        reduced = {k: vec[i] for i, k in enumerate(keys)}
+        return reduced, vec[len(keys)], got[len(keys) + 1] > 0
+
+    def same_path(self, path: Optional[Path]) -> Optional[Path]:
+        """Rank 0's value of ``path`` on every rank (e.g. a new rollfit_runs/version_N)."""
+        import torch.distributed as dist
+
+        box = [str(path) if path is not None else None]
+        dist.broadcast_object_list(box, src=0)
+        return Path(box[0]) if box[0] is not None else None
+
+    def finish(self) -> None:
+        """Wait for every rank (rank 0 writes the last files), then leave the group."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+class QuietLogger(SimpleLogger):
+    """The logger of ranks other than 0: rows kept in memory, nothing written."""
+
+    def flush(self) -> None:
+        pass
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        pass
+
+
+def _copy(data):
+    """A shallow copy of a data module (tensors shared, splits replaced by ``shard``)."""
+    import copy
+
+    return copy.copy(data)
+
+
+def from_env(device_name: str = "auto") -> Optional[DistContext]:
+    """Join the torchrun group when launched with WORLD_SIZE > 1, else None (a plain run).
+
+    On CUDA each process uses device ``LOCAL_RANK`` and nccl; on CPU gloo.
+    """
+    rank, world, local = env_world()
+    if world == 1:
+        return None
+    import torch.distributed as dist
+
+    from .trainer import resolve_device
+
+    if device_name != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    device = resolve_device(device_name)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistContext(rank, world, local, device)
+
+
+# ---- the --nproc shorthand ----------------------------------------------------------------
+def argv_without(args, parser, skip: tuple[str, ...] = ("nproc",)) -> list[str]:
+    """The command-line arguments that produce ``args`` with ``parser``, without ``skip`` options
+    (rebuilt from the parser, so options added later are passed on too)."""
+    import argparse
+
+    options, positionals = [], []
+    for action in parser._actions:
+        if action.dest in skip or isinstance(action, argparse._HelpAction):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value is None or value is False or value == action.default or value is argparse.SUPPRESS:
+            continue
+        if not action.option_strings:
+            positionals += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        elif action.nargs == 0:
+            options.append(action.option_strings[0])
+        else:
+            options += [action.option_strings[0], *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+    return options + positionals
+
+
+def launch(nproc: int, command: list[str]) -> int:
+    """Run ``python -m rollfit <command>`` in ``nproc`` processes under torchrun (one node,
+    a free local port); returns torchrun's exit code. CPU threads are split between the
+    processes unless OMP_NUM_THREADS is set."""
+    import subprocess
+    import sys
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc: expected an integer >= 1, but got {nproc}")
+    if launched():
+        raise ConfigError("--nproc: expected a plain launch, but this process already runs under torchrun "
+                          f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}); drop --nproc")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "rollfit", *command]
+    return subprocess.call(cmd, env=env)
