@@ -62,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         from ..training.distributed import argv_without, launch
 
-        return launch(args.nproc, ["train", *argv_without(args, args.parser, skip=("nproc", "parser", "func"))])
+        return launch(args.nproc, ["train", *argv_without(args, args.parser)])
     try:
         result = resume_run(args) if args.resume else new_run(args)
     except TrainingInterrupted as exc:
         print(f"rollfit train: {exc}", file=sys.stderr)
         return exc.exit_code
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+        return 0
     m = result.metrics
     print(f"trained on {len(result.table)} rows; final loss/train {m.get('loss/train', float('nan')):.5g}, "
           f"loss/val {m.get('loss/val', float('nan')):.5g}")
