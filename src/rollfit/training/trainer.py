@@ -277,8 +277,9 @@ class Trainer:
         self.logger.truncate_after(good["epoch"])
         self.logger.flush()
         self.history = [h for h in self.history if h["epoch"] <= good["epoch"]]
-        warnings.warn(f"{msg}; rolled back to the state after epoch {good['epoch']} and halved the lr to "
-                      f"{self._lr():.3g} (rollback {self.rollbacks} of {MAX_ROLLBACKS})", RuntimeWarning, stacklevel=3)
+        target = f"the state after epoch {good['epoch']}" if good["epoch"] >= 0 else "the initial state"
+        warnings.warn(f"{msg}; rolled back to {target} and halved the lr to {self._lr():.3g} "
+                      f"(rollback {self.rollbacks} of {MAX_ROLLBACKS})", RuntimeWarning, stacklevel=3)
         if bar is not None:
             bar.n = self.start_epoch
             bar.refresh()
