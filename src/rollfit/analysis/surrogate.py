@@ -101,6 +101,18 @@ class Surrogate:
             jac = jac * self.model.target_std.view(1, -1, 1)
         return jac.cpu().numpy()
 
+    def optimize(self, target: str, **kw: Any) -> Any:
+        """Best inputs for ``target`` (see ``rollfit.analysis.optimize.optimize`` for the options)."""
+        from .optimize import optimize
+
+        return optimize(self, target, **kw)
+
+    def sweep_optimum(self, target: str, vary: Mapping[str, Any], **kw: Any) -> Any:
+        """The optimum along swept values (see ``rollfit.analysis.optimize.sweep_optimum``)."""
+        from .optimize import sweep_optimum
+
+        return sweep_optimum(self, target, vary, **kw)
+
     def __repr__(self) -> str:
         return f"Surrogate(in_lbl={self.in_lbl}, out_lbl={self.out_lbl}, checkpoint={self.checkpoint})"
 

@@ -1,0 +1,294 @@
+"""Safe arithmetic expressions over labels: objectives and constraints for ``optimize``.
+
+Users write ``--constraint "gait_stride*gait_cadence=1.2"`` or ``--target "cot+0.1*effort"``.
+These strings are parsed here by a small tokenizer and a recursive-descent parser -- never
+by ``eval`` -- into a tree of a handful of node kinds (number, name, unary minus, + - * / ^),
+so no text can run code. The tree compiles to a function of named tensors built from torch
+operations, so objectives and constraints are differentiable w.r.t. the inputs.
+
+Grammar (``^`` and ``**`` are the same operator; it binds tighter than unary minus on its
+left and is right-associative, as in Python: ``-a^2 = -(a^2)``, ``2^3^2 = 2^9``)::
+
+    constraint := expr ('=' | '==' | '<=' | '>=' | '<' | '>') expr
+    expr       := term (('+' | '-') term)*
+    term       := unary (('*' | '/') unary)*
+    unary      := ('+' | '-') unary | power
+    power      := atom (('^' | '**') unary)?
+    atom       := NUMBER | NAME | QUOTED_NAME | '(' expr ')'
+
+A NAME is ``[A-Za-z_][A-Za-z0-9_]*``; a label with other characters (``metabolic/cot/MA/mean``)
+is written in quotes or backticks. Errors are ``ExpressionError`` (a ``ConfigError``) whose
+message gives the column and shows the expression with a caret under the problem.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+
+from ..errors import ConfigError, did_you_mean, listing
+
+Value = Union[torch.Tensor, float]
+Env = Mapping[str, Value]
+COMPARATORS = ("==", "<=", ">=", "=", "<", ">")
+_TOKEN_RE = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<quoted>"[^"]*"|'[^']*'|`[^`]*`)
+  | (?P<op>\*\*|==|<=|>=|[-+*/^()=<>])
+""", re.VERBOSE)
+
+
+class ExpressionError(ConfigError):
+    """A target or constraint expression that cannot be parsed or names an unknown label.
+
+    ``column`` is 1-based; the message's first line follows the error grammar, the next
+    two lines show the expression and a caret under the offending column.
+    """
+
+    def __init__(self, where: str, text: str, column: int, expected: str, got: str, hint: str = ""):
+        self.where, self.text, self.column = where, text, column
+        self.reason = f"{where}, column {column}: expected {expected}, but got {got}{hint}"
+        super().__init__(f"{self.reason}\n    {text}\n    {' ' * (column - 1)}^")
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "number", "name", "op" or "end"
+    text: str
+    value: object  # float for numbers, the label for names, the operator text for ops
+    pos: int  # 0-based offset in the expression
+
+
+def tokenize(text: str, where: str = "expression") -> list[Token]:
+    """Split ``text`` into tokens (ending with an ``end`` token); unknown characters are errors."""
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            raise ExpressionError(where, text, pos + 1, "a number, a label, an operator or a parenthesis",
+                                  f"'{text[pos]}'")
+        kind, tok = m.lastgroup, m.group()
+        if kind == "number":
+            tokens.append(Token("number", tok, float(tok), pos))
+        elif kind == "name":
+            tokens.append(Token("name", tok, tok, pos))
+        elif kind == "quoted":
+            tokens.append(Token("name", tok, tok[1:-1], pos))
+        elif kind == "op":
+            tokens.append(Token("op", tok, "^" if tok == "**" else ("==" if tok == "=" else tok), pos))
+        pos = m.end()
+    tokens.append(Token("end", "", None, len(text)))
+    return tokens
+
+
+# ----------------------------------------------------------------------------- the tree
+@dataclass(frozen=True)
+class Node:
+    """A node of an expression tree: ``num`` (value), ``name`` (label), ``neg`` (a), or a
+    binary operator ``+ - * / ^`` (a, b). ``pos`` is the 0-based offset of its first token."""
+
+    kind: str
+    pos: int
+    value: object = None
+    a: Optional["Node"] = None
+    b: Optional["Node"] = None
+
+
+_BINARY: dict[str, Callable[[Value, Value], Value]] = {
+    "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
+    "/": lambda x, y: x / y, "^": lambda x, y: x ** y,
+}
+
+
+def _describe(tok: Token) -> str:
+    return "the end of the expression" if tok.kind == "end" else f"'{tok.text}'"
+
+
+class _Parser:
+    """Recursive descent over a token list, one method per grammar rule."""
+
+    def __init__(self, text: str, where: str, names: Optional[Sequence[str]], name_kind: str):
+        self.text, self.where, self.names, self.name_kind = text, where, names, name_kind
+        self.tokens, self.i = tokenize(text, where), 0
+
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def fail(self, tok: Token, expected: str, hint: str = "") -> ExpressionError:
+        return ExpressionError(self.where, self.text, tok.pos + 1, expected, _describe(tok), hint)
+
+    def take(self, *ops: str) -> Optional[Token]:
+        """Consume and return the current token if it is one of the operators ``ops``."""
+        if self.tok.kind == "op" and self.tok.value in ops:
+            self.i += 1
+            return self.tokens[self.i - 1]
+        return None
+
+    def expr(self) -> Node:
+        node = self.term()
+        while (op := self.take("+", "-")) is not None:
+            node = Node(op.value, node.pos, a=node, b=self.term())
+        return node
+
+    def term(self) -> Node:
+        node = self.unary()
+        while (op := self.take("*", "/")) is not None:
+            node = Node(op.value, node.pos, a=node, b=self.unary())
+        return node
+
+    def unary(self) -> Node:
+        if (op := self.take("+", "-")) is not None:
+            inner = self.unary()
+            return Node("neg", op.pos, a=inner) if op.value == "-" else inner
+        return self.power()
+
+    def power(self) -> Node:
+        base = self.atom()
+        if self.take("^") is not None:
+            return Node("^", base.pos, a=base, b=self.unary())
+        return base
+
+    def atom(self) -> Node:
+        tok = self.tok
+        if tok.kind == "number":
+            self.i += 1
+            return Node("num", tok.pos, value=tok.value)
+        if tok.kind == "name":
+            self.i += 1
+            return Node("name", tok.pos, value=self.check_name(tok))
+        if self.take("(") is not None:
+            node = self.expr()
+            if self.take(")") is None:
+                raise self.fail(self.tok, "')' to close the '(' at column " f"{tok.pos + 1}")
+            return node
+        raise self.fail(tok, "a number, a label or '('")
+
+    def check_name(self, tok: Token) -> str:
+        """The label of a name token; a name that is not a known label is an error."""
+        name = str(tok.value)
+        if self.names is not None and name not in self.names:
+            hint = did_you_mean(name, self.names) or f"; known: {listing(list(self.names), name)}"
+            raise self.fail(tok, f"{self.name_kind}", hint)
+        return name
+
+    def end(self, node: Node, expected: str) -> Node:
+        if self.tok.kind != "end":
+            raise self.fail(self.tok, expected)
+        return node
+
+
+def parse_expression(text: str, names: Optional[Sequence[str]] = None, *, where: str = "expression",
+                     name_kind: str = "a label") -> "Expression":
+    """Parse an arithmetic expression (no comparison); ``names`` are the labels it may use."""
+    p = _Parser(text, where, names, name_kind)
+    if p.tok.kind == "end":
+        raise p.fail(p.tok, "an expression")
+    node = p.end(p.expr(), "an operator (+ - * / ^) or the end of the expression")
+    return Expression(text, node)
+
+
+def parse_constraint(text: str, names: Optional[Sequence[str]] = None, *, where: Optional[str] = None,
+                     name_kind: str = "an input label") -> "Constraint":
+    """Parse ``lhs OP rhs`` with one comparison ``= == <= >= < >`` (strict ones act as non-strict)."""
+    where = where or f"constraint '{text}'"
+    p = _Parser(text, where, names, name_kind)
+    if p.tok.kind == "end":
+        raise p.fail(p.tok, "a constraint such as 'a*b=1.2' or 'a<=1.3'")
+    lhs = p.expr()
+    op = p.take(*COMPARATORS)
+    if op is None:
+        raise p.fail(p.tok, "an operator or a comparison (= <= >= < >)")
+    rhs = p.end(p.expr(), "an operator (+ - * / ^) or the end of the constraint (one comparison only)")
+    return Constraint(text, str(op.value), Expression(text, lhs), Expression(text, rhs))
+
+
+# ----------------------------------------------------------------------------- compiled forms
+def _compile(node: Node) -> Callable[[Env], Value]:
+    """A closure computing ``node`` from an environment of named tensors (torch ops only)."""
+    if node.kind == "num":
+        value = float(node.value)  # type: ignore[arg-type]
+        return lambda env: value
+    if node.kind == "name":
+        label = str(node.value)
+        return lambda env: env[label]
+    if node.kind == "neg":
+        inner = _compile(node.a)  # type: ignore[arg-type]
+        return lambda env: -inner(env)
+    fa, fb, op = _compile(node.a), _compile(node.b), _BINARY[node.kind]  # type: ignore[arg-type]
+    return lambda env: op(fa(env), fb(env))
+
+
+def _names(node: Optional[Node]) -> list[str]:
+    if node is None:
+        return []
+    own = [str(node.value)] if node.kind == "name" else []
+    return own + _names(node.a) + _names(node.b)
+
+
+class Expression:
+    """A parsed expression; ``evaluate(env)`` maps label -> tensor (or float) to a value."""
+
+    def __init__(self, text: str, root: Node):
+        self.text, self.root = text, root
+        self._fn = _compile(root)
+        self.names: list[str] = list(dict.fromkeys(_names(root)))
+
+    def evaluate(self, env: Env) -> Value:
+        """The expression's value; a tensor when any name maps to a tensor."""
+        return self._fn(env)
+
+    def __call__(self, env: Env) -> Value:
+        return self._fn(env)
+
+    def __repr__(self) -> str:
+        return f"Expression({self.text!r})"
+
+
+class Constraint:
+    """``lhs OP rhs``; ``residual = lhs - rhs``: an equality holds at 0, ``<=`` when <= 0,
+    ``>=`` when >= 0. ``violation`` is how far the residual is from holding (>= 0)."""
+
+    def __init__(self, text: str, op: str, lhs: Expression, rhs: Expression):
+        self.text, self.op, self.lhs, self.rhs = text, op, lhs, rhs
+        self.kind = "eq" if op == "==" else ("le" if op in ("<=", "<") else "ge")
+        self.names: list[str] = list(dict.fromkeys(lhs.names + rhs.names))
+
+    @property
+    def is_equality(self) -> bool:
+        return self.kind == "eq"
+
+    def residual(self, env: Env) -> Value:
+        """``lhs - rhs`` evaluated on ``env``."""
+        return self.lhs(env) - self.rhs(env)
+
+    def violation(self, residual: Value) -> Value:
+        """Amount by which a residual breaks the constraint (0 when it holds)."""
+        if self.kind == "eq":
+            return abs(residual)
+        if isinstance(residual, torch.Tensor):
+            return torch.relu(residual if self.kind == "le" else -residual)
+        return max(0.0, residual if self.kind == "le" else -residual)
+
+    def as_le(self, residual: Value) -> Value:
+        """The residual in ``g <= 0`` form (``ge`` flips its sign); equalities unchanged."""
+        return -residual if self.kind == "ge" else residual
+
+    def __repr__(self) -> str:
+        return f"Constraint({self.text!r})"
+
+
+def parse_target(text: str, out_lbl: Sequence[str]) -> Expression:
+    """The objective: one output label as written, or an expression over output labels."""
+    if text in out_lbl:
+        return Expression(text, Node("name", 0, value=text))
+    return parse_expression(text, out_lbl, where=f"target '{text}'", name_kind="an output label")
+
+
+def parse_constraints(texts: Iterable[str], names: Sequence[str]) -> list[Constraint]:
+    """Parse each constraint against the labels (and sweep symbols) it may use."""
+    return [parse_constraint(t, names) for t in texts]
