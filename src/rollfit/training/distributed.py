@@ -260,7 +260,7 @@ def argv_without(args, parser, skip: tuple[str, ...] = ("nproc",)) -> list[str]:
             options.append(action.option_strings[0])
         else:
             options += [action.option_strings[0], *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
-    return options + positionals
+    return positionals + options  # positionals first: an nargs="+" option would swallow them
 
 
 def launch(nproc: int, command: list[str]) -> int:
