@@ -1,0 +1,235 @@
+"""``c`` export: one dependency-free C99 header, usable from C++.
+
+The header holds the weights and normalization vectors as ``static const float`` arrays
+and one function ``static inline void <name>_predict(const float *x, float *y)``: ``x``
+holds one point's raw inputs in ``in_lbl`` order, ``y`` receives the outputs in original
+units. Only ``<math.h>`` is used (``erff`` for gelu, ``expf`` for silu, ``tanhf``); link
+with ``-lm``. Everything is ``static``, so the header can be included in several
+translation units. The self-check compiles a small program with the system C compiler
+(``$CC``, else ``cc``) and compares its output with PyTorch.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..errors import MissingDependency, OutputError
+from .common import ExportInfo, UnitsModel
+
+EXTENSION = ".h"
+
+ACTIVATIONS_C = {
+    "gelu": "0.5f * z * (1.0f + erff(z * 0.70710678118654752440f))",
+    "silu": "z / (1.0f + expf(-z))",
+    "relu": "z > 0.0f ? z : 0.0f",
+    "tanh": "tanhf(z)",
+}
+
+
+# ----------------------------------------------------------------------------- rendering
+def c_float(v: float) -> str:
+    """A float32 value as a C literal that reads back to the same float."""
+    return np.format_float_scientific(np.float32(v), unique=True, trim="0") + "f"
+
+
+def c_string(s: str) -> str:
+    """A C string literal (quotes, backslashes and non-printable bytes escaped)."""
+    out = []
+    for b in s.encode("utf-8"):
+        ch = chr(b)
+        out.append("\\" + ch if ch in '"\\' else ch if 32 <= b < 127 and ch != "?" else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def c_comment(s: str) -> str:
+    """Text safe inside a ``/* */`` comment."""
+    return s.replace("*/", "* /")
+
+
+def _array(name: str, values: np.ndarray, per_line: int = 8) -> str:
+    flat = [c_float(v) for v in np.asarray(values, np.float32).reshape(-1)]
+    lines = [", ".join(flat[i:i + per_line]) for i in range(0, len(flat), per_line)]
+    return f"static const float {name}[{len(flat)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
+
+
+def _act_name(mod: nn.Module) -> str:
+    """The C activation of an activation module."""
+    return {nn.GELU: "gelu", nn.SiLU: "silu", nn.ReLU: "relu", nn.Tanh: "tanh"}[type(mod)]
+
+
+def _activations(net: nn.Module) -> set[str]:
+    """The activation functions the network uses (sequential nets may add tanh)."""
+    return {_act_name(m) for m in net.mlp.modules() if type(m) in (nn.GELU, nn.SiLU, nn.ReLU, nn.Tanh)}
+
+
+def _linears(net: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """(tag, Linear) of the MLP in state_dict order, tags used as array names."""
+    return [(n.replace(".", "_"), m) for n, m in net.mlp.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _dense_call(p: str, tag: str, lin: nn.Linear, x: str, y: str) -> str:
+    return f"    {p}_dense({p}_{tag}_w, {p}_{tag}_b, {lin.out_features}, {lin.in_features}, {x}, {y});\n"
+
+
+def _act_loop(p: str, act: str, buf: str, n: int) -> str:
+    return f"    for (i = 0; i < {n}; ++i) {buf}[i] = {p}_{act}({buf}[i]);\n"
+
+
+def _body_residual(p: str, net: nn.Module) -> str:
+    """h = act(W_in x~); per hidden layer z = W h [act except last] + skip(h); y = W_out h."""
+    mlp = net.mlp
+    act = _act_name(mlp.activation)
+    code = _dense_call(p, "input_layer", mlp.input_layer, "xn", "h") + _act_loop(p, act, "h", mlp.input_layer.out_features)
+    last = len(mlp.layers) - 1
+    for i, (layer, skip) in enumerate(zip(mlp.layers, mlp.skip_connections)):
+        code += _dense_call(p, f"layers_{i}", layer, "h", "z")
+        if i < last:
+            code += _act_loop(p, act, "z", layer.out_features)
+        if isinstance(skip, nn.Linear):
+            code += _dense_call(p, f"skip_connections_{i}", skip, "h", "s")
+            code += f"    for (i = 0; i < {layer.out_features}; ++i) h[i] = z[i] + s[i];\n"
+        else:
+            code += f"    for (i = 0; i < {layer.out_features}; ++i) h[i] = z[i] + h[i];\n"
+    return code + _dense_call(p, "output_layer", mlp.output_layer, "h", "y")
+
+
+def _body_sequential(p: str, net: nn.Module) -> str:
+    """input, act0, hidden1, act1, ..., output; the last hidden activation is tanh when
+    there are two or more hidden layers (the original's layout)."""
+    mods = list(net.mlp.mlp.named_children())
+    code, src, dst, width = "", "xn", "h", 0
+    for name, mod in mods:
+        if isinstance(mod, nn.Linear):
+            out = "y" if name == "output" else dst
+            code += _dense_call(p, f"mlp_{name}", mod, src, out)
+            src, dst, width = out, ("z" if out == "h" else "h"), mod.out_features
+        else:
+            code += _act_loop(p, _act_name(mod), src, width)
+    return code
+
+
+def render_header(units: UnitsModel, info: ExportInfo) -> str:
+    """The header's text."""
+    net, p = units.net, info.name
+    widths = [m.out_features for _, m in _linears(net)] + [net.input_dim]
+    acts_used = _activations(net)
+    guard = f"ROLLFIT_{p.upper()}_H"
+    out = [f"/* {p}.h: {c_comment(info.describe())}.\n"
+           f" * Generated by rollfit {info.rollfit_version} from {c_comment(info.checkpoint.name)} "
+           f"(sha256 {info.checkpoint_sha256}). Do not edit.\n"
+           f" * Usage: float x[{p.upper()}_N_INPUTS] = {{...}}, y[{p.upper()}_N_OUTPUTS]; {p}_predict(x, y);\n"
+           f" * C99 and C++; needs only <math.h> (link with -lm). */\n",
+           f"#ifndef {guard}\n#define {guard}\n\n#include <math.h>\n\n"
+           "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
+           f"#define {p.upper()}_N_INPUTS {len(info.in_lbl)}\n#define {p.upper()}_N_OUTPUTS {len(info.out_lbl)}\n\n",
+           f"static const char *const {p}_input_labels[{len(info.in_lbl)}] = "
+           f"{{{', '.join(c_string(s) for s in info.in_lbl)}}};\n",
+           f"static const char *const {p}_output_labels[{len(info.out_lbl)}] = "
+           f"{{{', '.join(c_string(s) for s in info.out_lbl)}}};\n",
+           f"/* {info.range_kind} of each input */\n",
+           _array(f"{p}_input_low", info.lo), _array(f"{p}_input_high", info.hi),
+           _array(f"{p}_input_mean", net.input_mean), _array(f"{p}_input_std", net.input_std)]
+    if net.target_convention == "normalized":
+        out += [_array(f"{p}_target_mean", net.target_mean), _array(f"{p}_target_std", net.target_std)]
+    for tag, lin in _linears(net):
+        out += [f"/* {tag}: {lin.in_features} -> {lin.out_features}, row-major [out][in] */\n",
+                _array(f"{p}_{tag}_w", lin.weight.detach()), _array(f"{p}_{tag}_b", lin.bias.detach())]
+    out += [f"\nstatic inline float {p}_{a}(float z) {{ return {ACTIVATIONS_C[a]}; }}\n" for a in sorted(acts_used)]
+    out.append(f"\nstatic inline void {p}_dense(const float *w, const float *b, int n_out, int n_in, "
+               f"const float *x, float *y) {{\n    int o, i;\n    for (o = 0; o < n_out; ++o) {{\n"
+               f"        float s = b[o];\n        for (i = 0; i < n_in; ++i) s += w[o * n_in + i] * x[i];\n"
+               f"        y[o] = s;\n    }}\n}}\n")
+    body = _body_residual(p, net) if net.residual else _body_sequential(p, net)
+    finish = (f"    for (i = 0; i < {net.output_dim}; ++i) y[i] = y[i] * {p}_target_std[i] + {p}_target_mean[i];\n"
+              if net.target_convention == "normalized" else "")
+    out.append(f"\n/* x: {len(info.in_lbl)} raw inputs ({c_comment(', '.join(info.in_lbl))}); "
+               f"y: {len(info.out_lbl)} outputs in original units ({c_comment(', '.join(info.out_lbl))}). */\n"
+               f"static inline void {p}_predict(const float *x, float *y) {{\n"
+               f"    float xn[{net.input_dim}], h[{max(widths)}], z[{max(widths)}], s[{max(widths)}];\n"
+               f"    int i;\n    (void)s; (void)z;\n"
+               f"    for (i = 0; i < {net.input_dim}; ++i) xn[i] = (x[i] - {p}_input_mean[i]) / {p}_input_std[i];\n"
+               f"{body}{finish}}}\n")
+    out.append("\n#ifdef __cplusplus\n}\n#endif\n\n" f"#endif /* {guard} */\n")
+    return "".join(out)
+
+
+def render(units: UnitsModel, info: ExportInfo) -> bytes:
+    """The header file's bytes."""
+    return render_header(units, info).encode("utf-8")
+
+
+def interface(info: ExportInfo) -> dict[str, Any]:
+    """How to call the exported function (for the sidecar)."""
+    return {"function": f"void {info.name}_predict(const float *x, float *y)",
+            "x": f"float[{len(info.in_lbl)}]: raw inputs in in_lbl order",
+            "y": f"float[{len(info.out_lbl)}]: outputs in original units in out_lbl order",
+            "constants": [f"{info.name.upper()}_N_INPUTS", f"{info.name.upper()}_N_OUTPUTS",
+                          f"{info.name}_input_labels", f"{info.name}_output_labels",
+                          f"{info.name}_input_low", f"{info.name}_input_high"],
+            "standard": "C99, usable from C++ (extern \"C\"); link with -lm"}
+
+
+# ----------------------------------------------------------------------------- checking
+def compiler() -> str:
+    """The C compiler to check headers with: ``$CC``, else ``cc``; an error when neither exists."""
+    cc = os.environ.get("CC") or "cc"
+    found = shutil.which(cc)
+    if not found:
+        raise MissingDependency(f"c export: expected a C compiler ('{cc}') to verify the header, but it is not "
+                                f"on PATH; install one, set CC, or pass --no-verify")
+    return found
+
+
+def driver_source(header: Path, info: ExportInfo) -> str:
+    """A program that reads ``n`` then n x D floats from stdin and prints n x K outputs."""
+    d, k = len(info.in_lbl), len(info.out_lbl)
+    return (f'#include <stdio.h>\n#include "{header.name}"\n'
+            "int main(void) {\n    long n, r; int j;\n"
+            f"    float x[{d}], y[{k}];\n"
+            '    if (scanf("%ld", &n) != 1) return 2;\n'
+            "    for (r = 0; r < n; ++r) {\n"
+            f'        for (j = 0; j < {d}; ++j) if (scanf("%f", &x[j]) != 1) return 3;\n'
+            f"        {info.name}_predict(x, y);\n"
+            f'        for (j = 0; j < {k}; ++j) printf("%.9e%c", (double)y[j], j + 1 < {k} ? \' \' : \'\\n\');\n'
+            "    }\n    return 0;\n}\n")
+
+
+def compile_driver(header: Path, info: ExportInfo, workdir: Path, cc: str | None = None,
+                   flags: tuple[str, ...] = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror")) -> Path:
+    """Compile ``driver_source`` against ``header`` in ``workdir``; the executable's path."""
+    main_c, exe = workdir / "rollfit_check_main.c", workdir / "rollfit_check"
+    main_c.write_text(driver_source(header, info))
+    cmd = [cc or compiler(), *flags, "-I", str(header.parent), "-o", str(exe), str(main_c), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
+        raise OutputError(f"{header.name}: expected the generated header to compile, but {Path(cmd[0]).name} "
+                          f"failed: {first}")
+    return exe
+
+
+def run_driver(exe: Path, x: np.ndarray) -> np.ndarray:
+    """Feed ``x`` (N, D) to a compiled driver; its (N, K) outputs."""
+    text = f"{len(x)}\n" + "\n".join(" ".join(f"{v:.9e}" for v in row) for row in np.asarray(x, np.float32)) + "\n"
+    res = subprocess.run([str(exe)], input=text, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise OutputError(f"{exe.name}: expected the compiled check program to run, but it exited with "
+                          f"{res.returncode}: {res.stderr.strip()[:200]}")
+    return np.array([[float(v) for v in line.split()] for line in res.stdout.splitlines() if line.strip()])
+
+
+def evaluate(path: Path, x: np.ndarray, info: ExportInfo) -> np.ndarray:
+    """Outputs of the header at ``path`` for ``x``: compiled with the system C compiler."""
+    exe = compile_driver(path, info, path.parent)
+    return run_driver(exe, x)
+
+
+def check_available() -> None:
+    """A C compiler is needed only to verify; checked before any work."""
+    compiler()
