@@ -226,8 +226,10 @@ class _GroupReader:
             try:
                 self.status[i] = self._group(i, name)
             except DataError:
+                self._nonfinite(i)  # an earlier non-finite row is the first error in group order
                 raise
             except Exception as exc:
+                self._nonfinite(i)
                 raise DataError(f"{self._where(name)}: expected a readable group, but got {_describe(exc)}") from None
         self._nonfinite(len(self.task.groups))
         return self._table()
@@ -247,15 +249,15 @@ class _GroupReader:
             try:
                 a = h5a.open(g, attr)
             except KeyError:
-                return self._problem(i, self._missing_attr(g, name, j))
+                return self._problem(self._missing_attr(g, name, j))
             row[j] = self._scalar(a, name, attr)
         try:
             d = h5d.open(g, b"param_state")
         except KeyError:
-            return self._problem(i, f"{self._where(name)}: expected a 'param_state' dataset, but the group has none")
+            return self._problem(f"{self._where(name)}: expected a 'param_state' dataset, but the group has none")
         n = d.get_space().get_simple_extent_npoints()
         if n != self.task.n_params:
-            return self._problem(i, f"{self._where(name)}: expected 'param_state' with {self.task.n_params} "
+            return self._problem(f"{self._where(name)}: expected 'param_state' with {self.task.n_params} "
                                     f"values (one per parameter name), but got {n}")
         d.read(h5s.ALL, h5s.ALL, self.states[i], _F32)
         self._kept(g, name)
@@ -295,10 +297,9 @@ class _GroupReader:
         return missing_attr_message(self._where(name), s.out_lbl[j], s.out_attr[j],
                                     [h.decode(errors="replace") for h in have])
 
-    def _problem(self, i: int, message: str) -> int:
+    def _problem(self, message: str) -> int:
         """A successful group that cannot be used: raise (policy error) or record a skip."""
         if self.task.settings.on_missing == "error":
-            self._nonfinite(i)  # an earlier non-finite row is the first error in group order
             raise DataError(message)
         if len(self.skipped) < MAX_SKIPPED_SHOWN:
             self.skipped.append(message)
