@@ -419,3 +419,38 @@ def test_original_run_has_no_rollfit_keys_needed(tmp_path):
         warnings.simplefilter("error")
         cfg = model_config(ckpt, run / "checkpoints" / "ep_000007.ckpt")
     assert cfg["target_convention"] == "raw" and cfg["run_config"]["trainer"]["max_epochs"] == 7
+
+
+# ---- rollfit predict on original runs --------------------------------------------------------
+def _predict_cli(run: Path, x: np.ndarray, labels: list[str], tmp_path: Path, *extra: str) -> np.ndarray:
+    import csv
+
+    from rollfit.cli.main import main
+
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["note", *labels[::-1]])  # another column order than in_lbl, plus a pass-through column
+        w.writerows([[f"r{i}", *[f"{v:.9g}" for v in row[::-1]]] for i, row in enumerate(x)])
+    assert main(["predict", "--run", str(run), "--input", str(src), "--output", str(out), *extra]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return np.array([[float(v) for v in r[1 + len(labels):]] for r in rows[1:]])
+
+
+def test_predict_cli_reproduces_the_reference_run(fixtures_dir, tmp_path):
+    ref = np.load(fixtures_dir / "reference_run" / "expected_predictions.npz")
+    y = _predict_cli(fixtures_dir / "reference_run", ref["X"], ["gait_cadence", "gait_stride"], tmp_path)
+    assert y.shape == ref["Y"].shape and rel_err(y, ref["Y"]) < 1e-5
+
+
+def test_predict_cli_on_a_sequential_original_run(tmp_path):
+    run = write_original_run(tmp_path / "run", residual=False, layers=[16, 12, 8], activation="silu")
+    sd = load_checkpoint(run / "checkpoints" / "ep_000007.ckpt")["model_state_dict"]
+    x = _inputs()
+    y = _predict_cli(run, x, ["a", "b", "c"], tmp_path)
+    assert scaled_err(y, numpy_forward(sd, [16, 12, 8], False, "silu", x)) < 1e-5
+    (run / "config.yaml").unlink()
+    from rollfit.cli.main import main
+    assert main(["predict", "--run", str(run), "--input", str(tmp_path / "in.csv"),
+                 "--output", str(tmp_path / "o2.csv")]) == 2
