@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cv_epochs is not None and args.cv_epochs < 1:
         raise ConfigError(f"--cv-epochs: expected a positive number of epochs, but got {args.cv_epochs}")
+    if args.cv is not None and args.cv < 2:
+        raise ConfigError(f"--cv: expected K >= 2 folds, but got {args.cv}")
     s = Surrogate.load(args.run, activation=args.activation)
     hdf5 = (args.hdf5 if len(args.hdf5) > 1 else args.hdf5[0]) if args.hdf5 else None
     ev = evaluate_run(s, hdf5=hdf5)
