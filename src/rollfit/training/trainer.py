@@ -116,20 +116,23 @@ class Trainer:
                 while epoch < cfg.max_epochs:
                     train = self._train_epoch(epoch)
                     val = self.engine.validate()
-                    save = self._checkpoint_due(epoch, last) or guard.requested is not None
+                    requested = guard.requested  # read once: a signal arriving later counts next epoch
+                    save = self._checkpoint_due(epoch, last) or requested is not None
                     if self.dist is not None:  # global losses; one save/stop decision for all ranks
                         train, val, save = self.dist.agree(train, val, save, guard)
-                    problem = self._nonfinite(train, val, check_weights=save)
+                        requested = guard.requested
+                    stop = requested is not None and epoch < last
+                    problem = self._nonfinite(train, val, check_weights=save or stop)
                     if problem is not None:
                         epoch = self._diverged(epoch, problem, bar)
                         continue
                     self.sched.step(val)
                     if epoch % cfg.log_period == 0 or epoch == last:
                         metrics = self._log(epoch, train, val, bar)
-                    if save:
+                    if save or stop:
                         self.save(epoch)
-                    if guard.requested is not None and epoch < last:
-                        raise self._interrupted(epoch, guard.requested)
+                    if stop:
+                        raise self._interrupted(epoch, requested)
                     if bar is not None:
                         bar.update(1)
                     epoch += 1
