@@ -12,9 +12,9 @@ Method (all starts of all problems are one batch on the device, in float64):
 2. Starts are a scrambled Sobol sample of the box. The objective and each constraint
    residual are divided by their spread over the box, so one step size suits every problem.
 3. Projected Adam minimizes the augmented Lagrangian (equalities ``c = 0`` and inequalities
-   ``g <= 0``); every ``INNER`` steps the multipliers are updated and the penalty grows where
-   the violation did not shrink. The step size decays (cosine) to ``LR_END``: the last steps
-   are the polish.
+   ``g <= 0``); ``OUTER`` times along the way the multipliers are updated and the penalty
+   grows where the violation did not shrink. The step size decays (cosine) from
+   ``LR_START`` to ``LR_END``: the last steps are the polish.
 4. A Gauss-Newton restoration projects each point onto its equality and violated
    inequality constraints, so residuals end at rounding level.
 5. Per problem the best feasible start wins; when none is feasible the least violating one
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .surrogate import Surrogate
 
 LR_START, LR_END = 0.05, 1e-4  # Adam step sizes in unit-box coordinates
-OUTER, INNER = 8, 100  # multiplier updates x Adam steps between them
+OUTER, STEPS = 8, 800  # multiplier updates, and Adam steps in all (default)
 MU_START, MU_GROWTH, MU_MAX = 10.0, 10.0, 1e6
 FEAS_TOL = 1e-6  # allowed violation, in units of the constraint's spread over the box
 EDGE_TOL = 1e-3  # an optimum this close (unit-box) to a search bound is "at the edge"
@@ -299,18 +299,19 @@ def _lagrangian(ev: _Evaluator, u: torch.Tensor, lam: torch.Tensor, mu: torch.Te
     return f + torch.where(sc.eq, eq_term, ineq_term).sum(dim=1)
 
 
-def _adam_al(ev: _Evaluator, u0: torch.Tensor, sc: _Scaled) -> torch.Tensor:
-    """Projected Adam on the augmented Lagrangian, multipliers updated every ``INNER`` steps."""
+def _adam_al(ev: _Evaluator, u0: torch.Tensor, sc: _Scaled, steps: int) -> torch.Tensor:
+    """Projected Adam on the augmented Lagrangian, multipliers updated ``OUTER`` times."""
     u = u0.clone().requires_grad_(True)
     m = sc.eq.shape[0]
     lam = torch.zeros(u.shape[0], m, dtype=u.dtype, device=u.device)
     mu = torch.full((u.shape[0], 1), MU_START, dtype=u.dtype, device=u.device)
     last = torch.full((u.shape[0],), math.inf, dtype=u.dtype, device=u.device)
     opt = torch.optim.Adam([u], lr=LR_START)
-    total = OUTER * INNER
+    inner = max(1, steps // OUTER)
+    total = OUTER * inner
     for k in range(OUTER):
-        for j in range(INNER):
-            t = (k * INNER + j) / (total - 1)
+        for j in range(inner):
+            t = (k * inner + j) / max(1, total - 1)
             opt.param_groups[0]["lr"] = LR_END + 0.5 * (LR_START - LR_END) * (1.0 + math.cos(math.pi * t))
             opt.zero_grad(set_to_none=True)
             _lagrangian(ev, u, lam, mu, sc).sum().backward()  # rows are independent: per-row gradients
@@ -526,10 +527,12 @@ def _cpu_threads(device: torch.device, rows: int) -> Iterator[None]:
 
 
 def _solve_problems(sur: "Surrogate", prob: _Problem, starts: int, seed: int, device: Any,
-                    train: Optional[np.ndarray], distances: bool) -> list[OptimizationResult]:
+                    train: Optional[np.ndarray], distances: bool, steps: int) -> list[OptimizationResult]:
     """Optimize every problem of ``prob`` at once; one result per problem."""
     if int(starts) < 1:
         raise ConfigError(f"starts: expected a positive number of starts, but got {starts}")
+    if int(steps) < OUTER:
+        raise ConfigError(f"steps: expected at least {OUTER} optimizer steps, but got {steps}")
     d = len(prob.free)
     starts = int(starts) if d else 1
     dev = torch.device(device) if device is not None else sur.model.input_mean.device
@@ -538,7 +541,7 @@ def _solve_problems(sur: "Surrogate", prob: _Problem, starts: int, seed: int, de
         u = _starts(prob.n, starts, d, seed, dev)
         sc = _scaling(ev, d, seed)
         if d:
-            u = _restore(ev, _adam_al(ev, u, sc), sc)
+            u = _restore(ev, _adam_al(ev, u, sc, int(steps)), sc)
         rows, feasible, n_ok = _pick(ev, u, sc, starts)
         with torch.no_grad():
             picked = torch.as_tensor(rows, device=dev)
@@ -563,7 +566,7 @@ def optimize(surrogate: "Surrogate", target: str, maximize: bool = False,
              bounds: Optional[Mapping[str, Sequence[Optional[float]]]] = None,
              constraints: Optional[Sequence[str]] = None, starts: int = 64, seed: int = 0,
              device: Any = None, *, training_inputs: Optional[np.ndarray] = None,
-             distances: bool = True) -> OptimizationResult:
+             distances: bool = True, steps: int = STEPS) -> OptimizationResult:
     """The inputs minimizing (``maximize``: maximizing) ``target`` under the given conditions.
 
     ``target``: an output label or an expression over output labels (``"cot + 0.1*effort"``).
@@ -573,10 +576,11 @@ def optimize(surrogate: "Surrogate", target: str, maximize: bool = False,
     such as ``"gait_stride*gait_cadence=1.2"`` or ``"gait_stride/gait_cadence<=1.3"``.
     ``starts`` random starts are optimized together on ``device`` (default: the model's).
     ``training_inputs`` (N, D) replaces re-reading the training data for the distance;
-    ``distances=False`` skips it. Infeasible problems return ``feasible=False``.
+    ``distances=False`` skips it. ``steps``: Adam steps (the step size decays over them).
+    Infeasible problems return ``feasible=False`` and say so in ``message``.
     """
     prob = _build_problem(surrogate, target, maximize, dict(fix or {}), bounds, list(constraints or []), {}, 1)
-    return _solve_problems(surrogate, prob, starts, seed, device, training_inputs, distances)[0]
+    return _solve_problems(surrogate, prob, starts, seed, device, training_inputs, distances, steps)[0]
 
 
 def sweep_optimum(surrogate: "Surrogate", target: str, vary: Mapping[str, Sequence[float]],
@@ -584,7 +588,7 @@ def sweep_optimum(surrogate: "Surrogate", target: str, vary: Mapping[str, Sequen
                   bounds: Optional[Mapping[str, Sequence[Optional[float]]]] = None,
                   constraints: Optional[Sequence[str]] = None, starts: int = 64, seed: int = 0,
                   device: Any = None, *, training_inputs: Optional[np.ndarray] = None,
-                  distances: bool = True) -> SweepResult:
+                  distances: bool = True, steps: int = STEPS) -> SweepResult:
     """The optimum at every combination of the ``vary`` values (all solved as one batch).
 
     A ``vary`` name that is an input is fixed at each value; any other name is a symbol that
@@ -603,7 +607,7 @@ def sweep_optimum(surrogate: "Surrogate", target: str, vary: Mapping[str, Sequen
         if name not in used:
             raise ConfigError(f"vary {name}: expected an input label or a name used in a constraint, but got "
                               f"'{name}'{did_you_mean(name, list(surrogate.in_lbl) + sorted(used))}")
-    results = _solve_problems(surrogate, prob, starts, seed, device, training_inputs, distances)
+    results = _solve_problems(surrogate, prob, starts, seed, device, training_inputs, distances, steps)
     rows = [_sweep_row(surrogate, names, combos[p], res) for p, res in enumerate(results)]
     return SweepResult(target, names, rows, results, list(prob.warnings))
 

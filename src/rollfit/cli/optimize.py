@@ -45,6 +45,8 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
                         "'gait_stride/gait_cadence<=1.3' (repeatable; operators + - * / ^ and parentheses)")
     p.add_argument("--starts", type=int, default=64, metavar="N", help="random starts optimized together (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the starts (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=800, metavar="N",
+                   help="optimizer steps; the step size decays over them (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where the model is loaded: cpu)")
     p.add_argument("--activation", help="activation of an original-pipeline run that does not record it")
 
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     fix, bounds = parse_fix(args.fix), parse_bounds(args.bounds)
     sur = Surrogate.load(args.run, args.activation)
     res = optimize(sur, args.target, maximize=args.maximize, fix=fix, bounds=bounds, constraints=args.constraint,
-                   starts=args.starts, seed=args.seed, device=args.device)
+                   starts=args.starts, seed=args.seed, device=args.device, steps=args.steps)
     print_warnings(res.warnings, "optimize")
     if args.json:
         print(json.dumps(json_ready(res.to_dict()), indent=2))

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     sur = Surrogate.load(args.run, args.activation)
     out = Path(args.output) if args.output else (sur.run_dir or Path(".")) / "sweep_optimum.csv"
     sweep = sweep_optimum(sur, args.target, vary, maximize=args.maximize, fix=fix, bounds=bounds,
-                          constraints=args.constraint, starts=args.starts, seed=args.seed, device=args.device)
+                          constraints=args.constraint, starts=args.starts, seed=args.seed, device=args.device,
+                          steps=args.steps)
     print_warnings(sweep.warnings, "sweep-optimum")
     edge = sum(any("end of its search range" in w for w in r.warnings) for r in sweep.results)
     if edge:
