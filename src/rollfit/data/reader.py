@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import os
 import re
+from collections import Counter
 import sys
 import threading
 import warnings
@@ -170,7 +171,7 @@ def _read_parameter_names(fid: h5f.FileID, path: Path) -> list[str]:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw.tolist()]
     except UnicodeDecodeError:
         raise DataError(f"{path}: expected 'parameter_names' to be UTF-8 text, but got undecodable bytes") from None
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
     if dupes:
         raise DataError(f"{path}: expected unique parameter_names, but got {listing(dupes)} more than once")
     return names

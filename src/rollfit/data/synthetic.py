@@ -36,10 +36,11 @@ DEMO_MIN_COT = 55.0
 
 
 def true_cot(stride: np.ndarray | float, cadence: np.ndarray | float) -> np.ndarray:
-    """Noise-free cost of transport of the demo: minimum 55 at (1.05, 0.95), ~55-90 on [0.7, 1.3]^2.
+    """Noise-free cost of transport of the demo: minimum 55 at (1.05, 0.95), 55-75 on [0.7, 1.3]^2.
 
     A tilted quadratic bowl, so the optimum is unique and off-centre (a fit that merely
-    returns the grid centre is wrong) and both inputs matter.
+    returns the grid centre is wrong) and both inputs matter. Its Hessian is
+    [[190, 40], [40, 150]] in (stride, cadence); the optimizer's tests rely on it.
     """
     ds = np.asarray(stride, dtype=np.float64) - DEMO_OPT_STRIDE
     dc = np.asarray(cadence, dtype=np.float64) - DEMO_OPT_CADENCE

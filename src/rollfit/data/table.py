@@ -24,7 +24,8 @@ class RolloutTable:
     into ``files``. ``out_attr`` are the attribute names the output labels resolved to.
     ``n_groups`` counts every param group read, ``n_failed`` those with success false,
     ``n_skipped`` those dropped by an ``on_missing``/``on_nonfinite`` policy of ``skip``;
-    ``skipped`` holds the first few ``"file:group: reason"`` strings.
+    ``skipped`` holds the first few reasons, each the one-line message policy ``error``
+    would have raised (``"<file>: <group>: expected ..., but ..."``).
     """
 
     inputs: np.ndarray
