@@ -454,3 +454,19 @@ def test_predict_cli_on_a_sequential_original_run(tmp_path):
     from rollfit.cli.main import main
     assert main(["predict", "--run", str(run), "--input", str(tmp_path / "in.csv"),
                  "--output", str(tmp_path / "o2.csv")]) == 2
+
+
+def test_init_from_an_original_run_keeps_its_raw_convention(fixtures_dir, tmp_path):
+    """Fine-tuning (``rollfit train --init-from``) starts from the original network exactly."""
+    from rollfit.config import load_config
+    from rollfit.training.run import train
+
+    cfg = load_config(None, ["trainer.max_epochs=1", "trainer.lr=1e-12", "trainer.progress=false",
+                             "trainer.report=false", "data.cache=false"])
+    cfg.data.hdf5_path = str(fixtures_dir / "rollouts" / "u225.h5")
+    result = train(cfg, tmp_path / "ft", init_from=fixtures_dir / "reference_run")
+    s = Surrogate.load(result.run_dir)
+    ref = np.load(fixtures_dir / "reference_run" / "expected_predictions.npz")
+    assert s.config["target_convention"] == "raw" and s.config["format_version"] >= 1
+    assert s.config["activation"] == "gelu" and s.in_lbl == ["gait_cadence", "gait_stride"]
+    assert rel_err(s.predict(ref["X"]), ref["Y"]) < 1e-5
