@@ -489,3 +489,21 @@ def test_table_subset_concat_and_names(tmp_path):
     assert len(both.subset(both.param_idx >= 10)) == 3 and len(both.subset(slice(0, 2))) == 2
     with pytest.raises(ValueError, match="one row count"):
         RolloutTable(a.inputs, a.targets[:2], a.param_idx, a.source, a.files, IN, OUT, [COT_ATTR])
+
+
+def test_forkserver_workers_when_other_threads_run(tmp_path, small_chunks, monkeypatch):
+    path = _file(tmp_path, n=30)
+    monkeypatch.setattr(reader.threading, "active_count", lambda: 2)  # as if a tqdm/torch thread ran
+    assert reader._pool_context().get_start_method() in ("forkserver", "spawn")
+    np.testing.assert_array_equal(_load(path, workers=2).inputs, _load(path, workers=1).inputs)
+
+
+def _die(task) -> None:
+    os._exit(3)
+
+
+def test_dead_worker_is_a_data_error(tmp_path, small_chunks):
+    header = reader.read_header(_file(tmp_path, n=30))
+    tasks = reader.plan_tasks([(0, header, [1, 0])], None, 2)
+    with pytest.raises(DataError, match="expected reader processes to finish, but one died"):
+        reader.run_tasks(_die, tasks, 2)
