@@ -256,3 +256,19 @@ def test_names_and_samples():
     x = sample_inputs(np.array([0.0, 1.0]), np.array([1.0, 3.0]), 100)
     assert x.shape == (100, 2) and x.dtype == np.float32
     assert (x >= [0, 1]).all() and (x <= [1, 3]).all() and list(x[0]) == [0, 1] and list(x[1]) == [1, 3]
+
+
+def test_diverged_weights_and_bad_tolerance_are_refused(originals, tmp_path):
+    run = tmp_path / "nan"
+    shutil.copytree(originals["res_relu"], run)
+    path = run / "checkpoints" / "ep_000007.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_state_dict"]["mlp.output_layer.bias"][0] = float("nan")
+    torch.save(ckpt, path)
+    with pytest.raises(Exception) as exc:
+        export(run, "pt2", tmp_path / "m.pt2")
+    assert str(exc.value) == (f"{path}: expected finite weights to export, but mlp.output_layer.bias has NaN "
+                              "or infinite values")
+    with pytest.raises(ConfigError, match=r"^--tolerance: expected a relative error > 0, but got 0"):
+        export(originals["res_relu"], "pt2", tmp_path / "m.pt2", tolerance=0)
+    assert not (tmp_path / "m.pt2").exists()

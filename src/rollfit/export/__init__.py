@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-from ..errors import ConfigError, OutputError, did_you_mean
+from ..errors import CheckpointError, ConfigError, OutputError, did_you_mean
 
 FORMATS = {"onnx": "onnx", "pt2": "pt2", "c": "c_header"}
 DEFAULT_TOLERANCE = 1e-5
@@ -67,6 +67,8 @@ def export(run: str | Path, fmt: str, output: str | Path, *, name: Optional[str]
     from .common import ExportInfo, UnitsModel, c_identifier, default_name
 
     module = format_module(fmt)
+    if not tolerance > 0:
+        raise ConfigError(f"--tolerance: expected a relative error > 0, but got {tolerance}")
     out = Path(output)
     if out.is_dir():
         raise OutputError(f"--output: expected a file path, but {out} is a folder")
@@ -74,11 +76,23 @@ def export(run: str | Path, fmt: str, output: str | Path, *, name: Optional[str]
     if verify:
         module.check_available()
     s = Surrogate.load(run, activation=activation)
+    _check_finite(s)
     info = ExportInfo.from_surrogate(s, ident)
     units = UnitsModel(s.model).eval()
     data = module.render(units, info)
     verification = _verify(module, data, out.name, info, s, samples, tolerance, seed, fmt) if verify else None
     return _write(out, data, fmt, module, info, verification)
+
+
+def _check_finite(surrogate) -> None:
+    """A diverged checkpoint (NaN/inf weights) cannot be exported meaningfully."""
+    import torch
+
+    tensors = [*surrogate.model.named_parameters(), *surrogate.model.named_buffers()]
+    bad = [name for name, t in tensors if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{surrogate.checkpoint}: expected finite weights to export, but {bad[0]} has "
+                              f"NaN or infinite values")
 
 
 def _verify(module: ModuleType, data: bytes, filename: str, info, surrogate, samples: int, tolerance: float,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
 from ..errors import ConfigError
 
 C_KEYWORDS = frozenset(
@@ -60,7 +61,7 @@ class ExportInfo:
     checkpoint: Path
     checkpoint_sha256: str
     original_pipeline: bool
-    rollfit_version: str = field(default_factory=lambda: __import__("rollfit").__version__)
+    rollfit_version: str = __version__
 
     @classmethod
     def from_surrogate(cls, s: Any, name: str) -> "ExportInfo":
