@@ -5,7 +5,14 @@ index batches through the step engine (``step.py``), whose ``validate`` gives th
 validation MSE in training units (the plateau scheduler's signal); logging and
 checkpoints happen at their periods. Losses are
 kept as tensors and only turned into floats at log periods, so the loop does not wait on
-the device every step.
+the device every step (one sync per epoch: the plateau scheduler and the divergence check
+read the validation loss).
+
+Resilience (docs/resilience.md): checkpoints carry everything an exact resume needs
+(``training_state``: Adam, scheduler, epoch, the shuffling generator and the global RNGs);
+``load_state`` restores it in place. A non-finite loss stops the run or, with
+``on_nonfinite: rollback``, restores the last good state with half the lr; SIGINT/SIGTERM
+end the run after the current epoch with a checkpoint (``signals.py``).
 """
 from __future__ import annotations
 
