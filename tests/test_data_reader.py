@@ -321,6 +321,8 @@ def test_missing_paths(tmp_path):
         _load(str(tmp_path / "*.h5"))
     with pytest.raises(DataFileNotFound, match="expected at least one rollout file"):
         _load([])
+    with pytest.raises(DataError, match="^path: expected a file, folder, glob or a list of them, but got None$"):
+        _load(None)
 
 
 def _bad_file(tmp_path: Path, kind: str) -> Path:

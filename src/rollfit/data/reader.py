@@ -19,10 +19,10 @@ import math
 import multiprocessing
 import os
 import re
-from collections import Counter
 import sys
 import threading
 import warnings
+from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -63,7 +63,10 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[Path]:
     A file; a folder holding ``rollout_data.h5`` (that file); any other folder (every
     ``*.h5``/``*.hdf5`` below it, sorted); a glob pattern; or a list of these.
     """
-    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    try:
+        items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    except TypeError:
+        raise DataError(f"path: expected a file, folder, glob or a list of them, but got {path!r}") from None
     if not items:
         raise DataFileNotFound("path: expected at least one rollout file, folder or glob, but got none")
     files: list[Path] = []
