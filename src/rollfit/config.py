@@ -86,7 +86,10 @@ class TrainerConfig(_Section):
     l1_weight: float = Field(0.001, ge=0, description="Weight of L1 = sum over parameter tensors of mean |w|.")
     l2_weight: float = Field(0.001, ge=0, description="Weight of L2 = sum over parameter tensors of mean w^2.")
     grad_weight: float = Field(
-        0.01, ge=0, description="Weight of the input-gradient penalty mean_b sum_j (d sum_k y_k / d x_j)^2, x raw.")
+        0.01, ge=0, description="Weight of the input-gradient penalty mean_b sum_j (d sum_k y_k / d x_j)^2 (see grad_space).")
+    grad_space: Literal["normalized", "raw"] = Field(
+        "normalized", description="Inputs the gradient penalty differentiates by: normalized (unit-free, rollfit's "
+        "default) or raw (the original's definition; its strength then depends on the inputs' units).")
     log_period: int = Field(50, ge=1, description="Log metrics every N epochs (and at the last epoch).")
     save_period: int = Field(1000, ge=1, description="Write a checkpoint every N epochs (and at the last epoch).")
     checkpoint_every_minutes: Optional[float] = Field(

@@ -14,10 +14,17 @@ and residual r:
 
 each averaged over all elements. geman, welsch and tukey fall back to huber before
 ``recon_start_epoch`` (non-convex losses need a warm start).
+
+Penalties: L1 = sum over parameter tensors of mean |w|, L2 = sum of mean w^2 (biases
+included), GP = mean over the batch of sum_j (d sum_k y_k / d x_j)^2 with each derivative
+clamped to +-1e3. y is the network output in training units (normalized targets); x is the
+normalized input by default (``grad_space: normalized``), so one ``grad_weight`` means the
+same smoothing whatever units the inputs have; ``grad_space: raw`` differentiates by the raw
+input as the original did.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -83,13 +90,27 @@ def l2_penalty(params: Iterable[Tensor]) -> Tensor:
     return torch.stack([p.square().mean() for p in params]).sum()
 
 
-def grad_penalty_from_jacobian(jac: Tensor) -> Tensor:
-    """GP from the input Jacobian (B, K, D): mean_b sum_j (sum_k J_bkj clamped to +-1e3)^2."""
-    g = jac.sum(dim=1).clamp(-GRAD_CLAMP, GRAD_CLAMP)
-    return g.square().sum(dim=-1).mean()
+def grad_penalty_from_jacobian(jac: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
+    """GP from the raw-input Jacobian (B, K, D): mean_b sum_j (g_bj clamped to +-1e3)^2 with
+    g_bj = sum_k J_bkj * input_scale_j.
+
+    ``input_scale`` = the inputs' std turns d/dx_raw into d/dx_normalized (``grad_space:
+    normalized``); None keeps the raw-input derivative of the original pipeline.
+    """
+    g = jac.sum(dim=1)
+    if input_scale is not None:
+        g = g * input_scale
+    return g.clamp(-GRAD_CLAMP, GRAD_CLAMP).square().sum(dim=-1).mean()
 
 
-def grad_penalty_double_backward(pred: Tensor, x: Tensor) -> Tensor:
-    """GP by autograd (the original's definition): x must require grad and ``pred`` depend on it."""
+def gp_input_scale(input_std: Tensor, grad_space: str) -> Optional[Tensor]:
+    """The per-input factor of the penalty's derivatives: the inputs' std for ``normalized``."""
+    return input_std if grad_space == "normalized" else None
+
+
+def grad_penalty_double_backward(pred: Tensor, x: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
+    """GP by autograd (the original's way): x (raw) must require grad and ``pred`` depend on it."""
     (g,) = torch.autograd.grad(pred, x, torch.ones_like(pred), create_graph=True)
+    if input_scale is not None:
+        g = g * input_scale
     return g.clamp(-GRAD_CLAMP, GRAD_CLAMP).square().sum(dim=-1).mean()

@@ -84,7 +84,7 @@ def checkpoint_meta(cfg: Config, table: RolloutTable, data: HDF5DataModule) -> d
         "input_max": data.stats()["input_max"],
         "loss": {"recon_type": t.recon_type, "recon_delta": t.recon_delta, "recon_weight": t.recon_weight,
                  "recon_start_epoch": t.recon_start_epoch, "l1_weight": t.l1_weight, "l2_weight": t.l2_weight,
-                 "grad_weight": t.grad_weight},
+                 "grad_weight": t.grad_weight, "grad_space": t.grad_space},
         "data_summary": {"rows": len(table), "train_rows": len(data.train), "val_rows": len(data.val),
                          "groups": table.n_groups, "failed": table.n_failed, "skipped": table.n_skipped,
                          "files": [str(f) for f in table.files], "sha256": data_fingerprint(table)},

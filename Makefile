@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv first.
+.PHONY: setup demo test test-fast bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/rollfit demo --output rollfit_demo
+
+test:
+	bash scripts/setup.sh test,onnx,ray
+	.venv/bin/python -m pytest -q
+
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not slow"
+
+bench: setup
+	.venv/bin/python benchmarks/bench_train.py
+	.venv/bin/python benchmarks/bench_load.py
+
+clean:
+	rm -rf rollfit_demo .pytest_cache

@@ -1,0 +1,99 @@
+"""End to end through the CLI: train, inspect, demo; one-line errors with exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rollfit.cli.main import main
+
+FAST = ["trainer.max_epochs=30", "trainer.log_period=10", "trainer.save_period=20", "trainer.progress=false",
+        "trainer.report=false", "trainer.lr=0.01"]
+
+
+def _train(tmp_path, demo_file, *extra):
+    out = tmp_path / "run"
+    code = main(["train", "--hdf5", str(demo_file), "--output", str(out), *FAST, *extra])
+    assert code == 0
+    return out
+
+
+def test_train_writes_the_seed_layout(tmp_path, demo_file):
+    out = _train(tmp_path, demo_file)
+    assert (out / "config.yaml").is_file()
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["ep_000000.ckpt", "ep_000020.ckpt", "ep_000029.ckpt"]
+    logs = sorted(p.name for p in (out / "logs").iterdir())
+    assert len(logs) == 2 and logs[0].startswith("regression_hdf5_") and logs[1].endswith("_hparams.json")
+    rows = json.loads((out / "logs" / logs[0]).read_text())
+    assert [r["step"] for r in rows] == [0, 10, 20, 29]
+    assert {"loss/train", "loss/val", "loss/reconstruction", "loss/l1", "loss/l2", "loss/grad_penalty", "lr"} <= set(rows[0])
+    hp = json.loads((out / "logs" / logs[1]).read_text())
+    assert hp["trainer"]["max_epochs"] == 30
+
+
+def test_checkpoint_round_trip_with_the_seed_snippet(tmp_path, demo_file):
+    from rollfit.model.network import RegressionNet
+    from rollfit.training.checkpoint import load_model
+
+    out = _train(tmp_path, demo_file)
+    checkpoint = torch.load(out / "checkpoints" / "ep_000029.ckpt", weights_only=True)
+    assert set(checkpoint) >= {"epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "config"}
+    config = checkpoint["config"]
+    model = RegressionNet(input_dim=config["input_dim"], output_dim=config["output_dim"], layers=config["layers"],
+                          input_mean=torch.tensor(config["input_mean"]), input_std=torch.tensor(config["input_std"]),
+                          target_mean=torch.tensor(config["target_mean"]), target_std=torch.tensor(config["target_std"]),
+                          residual=config["residual"])
+    model.load_state_dict(checkpoint["model_state_dict"])
+    model.eval()
+    assert config["target_convention"] == "normalized" and config["format_version"] == 1
+    assert config["in_lbl"] == ["gait_cadence", "gait_stride"] and config["out_attr"] == ["metabolic/cot/MA/mean"]
+    loaded, _, _ = load_model(out)
+    x = torch.tensor([[1.0, 1.0], [0.9, 1.1]])
+    torch.testing.assert_close(model.predict(x), loaded.predict(x))
+    torch.testing.assert_close(model.predict(x), model(x, denormalize=True))
+
+
+def test_training_reduces_loss(tmp_path, demo_file):
+    out = _train(tmp_path, demo_file, "trainer.max_epochs=200", "trainer.log_period=199")
+    rows = json.loads(next(p for p in (out / "logs").iterdir() if not p.name.endswith("_hparams.json")).read_text())
+    assert rows[-1]["loss/val"] < 0.5 * rows[0]["loss/val"]
+
+
+def test_config_typo_is_one_line_and_exit_2(tmp_path, demo_file, capsys):
+    code = main(["train", "--hdf5", str(demo_file), "--output", str(tmp_path / "r"), "trainer.max_epoch=3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == ("rollfit train: error: override 'trainer.max_epoch=3': unknown key 'trainer.max_epoch'; "
+                   "did you mean 'trainer.max_epochs'?\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_file_is_one_line(tmp_path, capsys):
+    code = main(["train", "--hdf5", str(tmp_path / "nope.h5"), "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nope.h5" in err and "Traceback" not in err
+
+
+def test_unknown_label_error_through_subprocess(tmp_path, demo_file):
+    proc = subprocess.run([sys.executable, "-m", "rollfit", "train", "--hdf5", str(demo_file), "--output",
+                           str(tmp_path / "r"), "data.in_lbl=[gait_stide]", *FAST], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "gait_stide" in proc.stderr and "gait_stride" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_inspect_summarizes(demo_file, capsys):
+    assert main(["inspect", "--hdf5", str(demo_file), "--in-lbl", "gait_stride", "--out-lbl", "cot_ma15"]) == 0
+    out = capsys.readouterr().out
+    assert "gait_stride" in out and "metabolic/cot/MA/mean" in out
+
+
+def test_demo_runs_quickly(tmp_path, capsys):
+    code = main(["demo", "--output", str(tmp_path / "demo"), "--groups", "120", "trainer.max_epochs=40",
+                 "trainer.progress=false", "trainer.report=false"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "RMSE against the noise-free surface" in out
+    assert (tmp_path / "demo" / "run" / "checkpoints").is_dir()
