@@ -83,3 +83,16 @@ def test_grad_penalty_jacobian_equals_double_backward_value_and_gradient():
 def test_grad_penalty_clamps_each_input_gradient():
     jac = torch.tensor([[[2000.0, -3.0]]])
     assert losses.grad_penalty_from_jacobian(jac).item() == pytest.approx(1e6 + 9.0)
+
+
+def test_normalized_grad_space_differentiates_by_normalized_inputs():
+    torch.manual_seed(2)
+    std = torch.tensor([0.15, 3.0], dtype=torch.float64)
+    net = RegressionNet(2, 1, [8, 4], input_mean=torch.tensor([1.0, 5.0]), input_std=std).double()
+    x = torch.randn(6, 2, dtype=torch.float64) * std + torch.tensor([1.0, 5.0], dtype=torch.float64)
+    _, jac = net.forward_with_input_jacobian(x)
+    got = losses.grad_penalty_from_jacobian(jac, losses.gp_input_scale(net.input_std, "normalized"))
+    xn = ((x - net.input_mean) / net.input_std).requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xn, normalize=False).sum(), xn)
+    assert got.item() == pytest.approx(g.square().sum(-1).mean().item(), rel=1e-10)
+    assert losses.gp_input_scale(net.input_std, "raw") is None
