@@ -176,7 +176,8 @@ def test_bounds_override_the_training_range(sur):
     res = opt.optimize(sur, "cot", bounds={"gait_stride": (0.8, 1.0), "gait_cadence": (None, 1.4)})
     assert res.bounds == {"gait_cadence": (0.7, 1.4), "gait_stride": (0.8, 1.0)}
     assert res.inputs["gait_stride"] == pytest.approx(1.0, abs=1e-9)
-    assert "gait_stride=1 is at the upper end of its search range [0.8, 1]: the optimum may lie beyond it" in res.warnings
+    assert ("gait_stride=1 is at the upper end of its search range [0.8, 1]: the optimum may lie beyond it"
+            in res.warnings)
     assert any(w.startswith("bounds gait_cadence=[0.7, 1.4] reach outside the training range") for w in res.warnings)
 
 
@@ -197,11 +198,14 @@ def test_same_seed_same_answer_and_distance_to_given_rows(sur):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(fix={"gait_cadense": 1.0}), "fix: expected an input label, but got 'gait_cadense'; did you mean 'gait_cadence'?"),
+    (dict(fix={"gait_cadense": 1.0}),
+     "fix: expected an input label, but got 'gait_cadense'; did you mean 'gait_cadence'?"),
     (dict(bounds={"gait_stride": (1.1, 0.9)}), "bounds gait_stride: expected finite low <= high, but got (1.1, 0.9)"),
     (dict(fix={"gait_stride": 1.0}, bounds={"gait_stride": (0.8, 1.2)}),
      "gait_stride: expected either a fixed value or bounds, but got both"),
     (dict(starts=0), "starts: expected a positive number of starts, but got 0"),
+    (dict(device="gpu0"), "device: expected a torch device such as cpu, cuda or auto, but got 'gpu0'"),
+    (dict(fix={"gait_stride": float("nan")}), "fix gait_stride: expected a finite number, but got nan"),
 ])
 def test_option_errors(sur, kwargs, message):
     with pytest.raises(ConfigError) as info:

@@ -100,7 +100,8 @@ def test_ratio_inequality(sur, train_x):
 def test_distance_uses_the_training_rows_from_the_run_config(sur, train_x):
     res = opt.optimize(sur, "cot_ma15", steps=200, starts=8)
     n = len(train_x)
-    assert res.distance_note.endswith(f"training rows ({n}) re-read from {sur.config['run_config']['data']['hdf5_path']}")
+    data_path = sur.config["run_config"]["data"]["hdf5_path"]
+    assert res.distance_note.endswith(f"training rows ({n}) re-read from {data_path}")
     lo, hi = sur._bounds_arrays()
     assert np.allclose(train_x.min(0), lo) and np.allclose(train_x.max(0), hi)  # the training split, not all rows
     d = np.sqrt((((train_x - [res.inputs[k] for k in sur.in_lbl]) / sur.model.input_std.numpy()) ** 2).sum(1))
@@ -113,7 +114,8 @@ def test_cli_json(trained_run, capsys):
                  "--constraint", "gait_stride*gait_cadence=1.1", "--fix", "gait_cadence=1.0", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert {"inputs", "outputs", "constraints", "feasible", "objective", "distance_to_nearest_training_point"} <= set(out)
+    keys = {"inputs", "outputs", "constraints", "feasible", "objective", "distance_to_nearest_training_point"}
+    assert keys <= set(out)
     assert out["inputs"] == {"gait_cadence": 1.0, "gait_stride": pytest.approx(1.1, abs=1e-9)}
     assert out["constraints"]["gait_stride*gait_cadence=1.1"] == pytest.approx(0.0, abs=1e-9)
     assert out["feasible"] is True and out["outputs"]["cot_ma15"] == out["objective"]

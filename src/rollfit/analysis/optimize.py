@@ -136,10 +136,6 @@ def _check_input(name: str, in_lbl: Sequence[str], where: str) -> int:
     return list(in_lbl).index(name)
 
 
-def _range_note(name: str, lo: float, hi: float) -> str:
-    return f"{name}: training range is [{lo:.6g}, {hi:.6g}]"
-
-
 def _search_box(sur: "Surrogate", bounds: Optional[Mapping[str, Sequence[Optional[float]]]],
                 warns: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Search range per input: the training range, overridden by ``bounds`` (None keeps a side)."""
@@ -168,7 +164,10 @@ def _fixed_columns(sur: "Surrogate", fix: Mapping[str, Any], bounds: Optional[Ma
         i = _check_input(name, sur.in_lbl, "fix")
         if bounds and name in bounds:
             raise ConfigError(f"{name}: expected either a fixed value or bounds, but got both")
-        v = np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (n,))
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+        if v.size not in (1, n):
+            raise ConfigError(f"fix {name}: expected one value (or {n}), but got {v.size}")
+        v = np.broadcast_to(v, (n,))
         if not np.all(np.isfinite(v)):
             raise ConfigError(f"fix {name}: expected a finite number, but got {value}")
         outside = v[(v < tlo[i]) | (v > thi[i])]
@@ -195,8 +194,9 @@ def _build_problem(sur: "Surrogate", target: str, maximize: bool, fix: Mapping[s
     lo, hi = _search_box(sur, bounds, warns)
     fixed, values = _fixed_columns(sur, fix, bounds, warns, n)
     free = [i for i in range(len(sur.in_lbl)) if i not in fixed]
-    return _Problem(list(sur.in_lbl), free, fixed, values, lo, hi, {k: np.asarray(v, np.float64) for k, v in params.items()},
-                    expr, target, -1.0 if maximize else 1.0, cons, warns)
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    return _Problem(list(sur.in_lbl), free, fixed, values, lo, hi, params, expr, target,
+                    -1.0 if maximize else 1.0, cons, warns)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -315,6 +315,7 @@ def _adam_al(ev: _Evaluator, u0: torch.Tensor, sc: _Scaled, steps: int) -> torch
             opt.param_groups[0]["lr"] = LR_END + 0.5 * (LR_START - LR_END) * (1.0 + math.cos(math.pi * t))
             opt.zero_grad(set_to_none=True)
             _lagrangian(ev, u, lam, mu, sc).sum().backward()  # rows are independent: per-row gradients
+            u.grad.nan_to_num_(0.0, 0.0, 0.0)  # a start where the model or a constraint is undefined stays put
             opt.step()
             with torch.no_grad():
                 u.clamp_(0.0, 1.0)
@@ -404,7 +405,8 @@ def load_training_inputs(sur: "Surrogate") -> tuple[Optional[np.ndarray], str]:
     rows, _ = split_indices(len(x), float(data.get("train_split", 1.0)), int(data.get("split_seed", 0)))
     if not sur.bounds_are_estimated and len(rows):
         lo, hi = sur._bounds_arrays()
-        if not (np.allclose(x[rows].min(0), lo, rtol=1e-5, atol=1e-6) and np.allclose(x[rows].max(0), hi, rtol=1e-5, atol=1e-6)):
+        same = lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
+        if not (same(x[rows].min(0), lo) and same(x[rows].max(0), hi)):
             return x, f"the data in {paths} changed since training: distances are to all {len(x)} rows it holds now"
     return x[rows], f"training rows ({len(rows)}) re-read from {paths}"
 
@@ -511,6 +513,21 @@ def _add_distances(sur: "Surrogate", results: list[OptimizationResult], train: O
                               f"{FAR_FACTOR:g}x the median spacing {spacing:.3g}: the model extrapolates there")
 
 
+def _device(name: Any, sur: "Surrogate") -> torch.device:
+    """The torch device to optimize on: the model's by default; ``auto``: cuda if present."""
+    if name is None:
+        return sur.model.input_mean.device
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: expected a torch device such as cpu, cuda or auto, but got '{name}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: expected a usable CUDA device for '{name}', but torch sees none; use cpu")
+    return dev
+
+
 @contextlib.contextmanager
 def _cpu_threads(device: torch.device, rows: int) -> Iterator[None]:
     """Run small CPU batches on one thread: a 64-row MLP step is ~1 ms of work, and thread
@@ -535,7 +552,7 @@ def _solve_problems(sur: "Surrogate", prob: _Problem, starts: int, seed: int, de
         raise ConfigError(f"steps: expected at least {OUTER} optimizer steps, but got {steps}")
     d = len(prob.free)
     starts = int(starts) if d else 1
-    dev = torch.device(device) if device is not None else sur.model.input_mean.device
+    dev = _device(device, sur)
     with _cpu_threads(dev, prob.n * starts):
         ev = _Evaluator(sur, prob, starts, dev)
         u = _starts(prob.n, starts, d, seed, dev)

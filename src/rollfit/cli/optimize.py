@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Find the inputs of a trained run that minimize (--maximize: maximize) an output or a weighted sum of "
         "outputs, within the training range or given bounds, with inputs fixed and constraints such as "
         "'gait_stride*gait_cadence=1.2'. Many starts are optimized together; the best feasible one wins."))
-    p.add_argument("--json", action="store_true", help="print one JSON object (inputs, outputs, constraints, feasible, ...)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (inputs, outputs, constraints, feasible, ...)")
     add_problem_arguments(p)
     add_debug(p)
     p.set_defaults(func=run)
@@ -43,11 +44,13 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
                    help="equality or inequality over inputs, e.g. 'gait_stride*gait_cadence=1.2' or "
                         "'gait_stride/gait_cadence<=1.3' (repeatable; operators + - * / ^ and parentheses)")
-    p.add_argument("--starts", type=int, default=64, metavar="N", help="random starts optimized together (default: %(default)s)")
+    p.add_argument("--starts", type=int, default=64, metavar="N",
+                   help="random starts optimized together (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the starts (default: %(default)s)")
     p.add_argument("--steps", type=int, default=800, metavar="N",
                    help="optimizer steps; the step size decays over them (default: %(default)s)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: where the model is loaded: cpu)")
+    p.add_argument("--device", default=None,
+                   help="torch device: cpu, cuda or auto (default: where the model is loaded: cpu)")
     p.add_argument("--activation", help="activation of an original-pipeline run that does not record it")
 
 
@@ -133,7 +136,8 @@ def format_result(res: Any) -> str:
         lines.append(f"distance to nearest training point: unknown ({res.distance_note})")
     else:
         near = ", ".join(f"{k}={v:.6g}" for k, v in (res.nearest_training_point or {}).items())
-        lines.append(f"distance to nearest training point: {res.distance_to_nearest_training_point:.3g} std (at {near})")
+        dist = res.distance_to_nearest_training_point
+        lines.append(f"distance to nearest training point: {dist:.3g} std (at {near})")
         lines.append(f"  ({res.distance_note})")
     return "\n".join(lines)
 

@@ -97,6 +97,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {png}")
     infeasible = sum(not r.feasible for r in sweep.results)
     if infeasible:
-        print_warnings([f"{infeasible} of {len(sweep.results)} sweep points are infeasible (feasible=False in the CSV)"],
-                       "sweep-optimum")
+        print_warnings([f"{infeasible} of {len(sweep.results)} sweep points are infeasible "
+                        "(feasible=False in the CSV)"], "sweep-optimum")
     return 0
