@@ -117,7 +117,9 @@ def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str,
     parts.append(_table(["output", *METRICS], metrics_rows(evaluation.metrics)))
     if cv_json:
         parts += [f"<h3>{int(cv_json.get('k', 0))}-fold cross-validation (mean ± std over folds)</h3>",
-                  _table(["output", *[m for m in METRICS if m != "n"]], cv_rows(cv_json))]
+                  _table(["output", *[m for m in METRICS if m != "n"]], cv_rows(cv_json)),
+                  "<p>All out-of-fold predictions together:</p>",
+                  _table(["output", *METRICS], metrics_rows(cv_json.get("pooled") or {}))]
     parts.append("<h2>Plots</h2>")
     parts += [_image(name, png) for name, png in images.items()]
     parts += ["<h2>Configuration</h2>",

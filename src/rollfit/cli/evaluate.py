@@ -96,5 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if cv is not None:
         print(f"\n{cv.k}-fold cross-validation on {len(cv.y_true)} rows (mean ± std over folds):")
         print(cv_table(cv.summary()))
+        print("all out-of-fold predictions together:")
+        print(metrics_table(cv.pooled()))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
