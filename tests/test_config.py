@@ -110,3 +110,17 @@ def test_round_trip_through_yaml(tmp_path):
     p = tmp_path / "out.yaml"
     p.write_text(yaml.safe_dump(cfg.to_dict()))
     assert load_config(p).to_dict() == cfg.to_dict()
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    from rollfit.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644

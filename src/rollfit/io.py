@@ -31,6 +31,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _describe_os_error(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return f"{path}: could not write, the disk is full; free space and run again (the previous file is intact)"
@@ -49,6 +56,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except OSError as exc:
         raise OutputError(_describe_os_error(dest, exc)) from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Optional, Sequence
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``rollfit`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -62,6 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"rollfit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as ``rollfit: warning: <message>``, without the source line."""
+    return f"rollfit: warning: {message}\n"
 
 
 def add_debug(parser: argparse.ArgumentParser) -> None:
