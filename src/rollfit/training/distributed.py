@@ -15,8 +15,10 @@ the same seed (rank 0's weights are broadcast anyway) and holds its share of the
   r computes rows ``r::N`` of each batch, weighted by its share of the batch.
 
 Gradients are summed by one flat all-reduce in an optimizer step pre-hook, after the
-backward pass and before Adam: no DDP wrapper, so the forward-Jacobian penalty (one
-backward pass) and even the double-backward one are correct. Validation rows are split
+gradient is computed and before Adam: no DDP wrapper, so whatever the step engine uses
+(the fused hand-derived gradient, the forward-Jacobian penalty with one backward pass,
+even double backward) is correct. An engine that would step the optimizer outside Python
+(a replayed CUDA graph) is refused at its first step. Validation rows are split
 the same way and the validation MSE is all-reduced, so every rank steps the same plateau
 scheduler with the same value: one learning-rate schedule. The per-epoch decisions (a
 checkpoint is due, a signal arrived) are agreed in the same all-reduce, so all ranks save,
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from .logger import SimpleLogger
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -113,27 +115,35 @@ class DistContext:
         out.val, self.val_weight = cut(data.val, va), va.weight
         return out
 
-    def attach(self, trainer, val_yn: Tensor) -> None:
-        """Broadcast rank 0's weights, use the eager step engine, and all-reduce gradients
-        before every optimizer step (a pre-hook, so any backward formulation works)."""
-        from .step import StepEngine
-
+    def attach(self, trainer) -> None:
+        """Broadcast rank 0's weights and all-reduce gradients before every optimizer step
+        (a pre-hook, so any engine whose step calls ``opt.step()`` works: eager, fused)."""
         import torch.distributed as dist
 
         with torch.no_grad():
             for p in trainer.model.parameters():
                 dist.broadcast(p.data, src=0)
-        # Fused/captured engines may step the optimizer outside Python, where the hook
-        # would not run; the eager engine always calls opt.step().
-        trainer.engine = StepEngine(trainer.model, trainer.cfg, trainer.opt, trainer.data.val.x, val_yn)
         self._params = [p for group in trainer.opt.param_groups for p in group["params"]]
+        self._reduced = 0  # optimizer steps seen by the hook (each must be seen: see _step)
         trainer.opt.register_step_pre_hook(self._all_reduce_grads)
+
+    def _step(self, engine, x: Tensor, y: Tensor, epoch: int) -> dict[str, Tensor]:
+        """``engine.step``, refusing an engine that updates the weights without ``opt.step()``
+        (e.g. a replayed CUDA graph): its ranks would silently drift apart."""
+        before = self._reduced
+        out = engine.step(x, y, epoch)
+        if self._reduced == before:
+            raise TrainingError(f"distributed training: expected the step engine to call optimizer.step() "
+                                f"(where gradients are all-reduced), but {type(engine).__name__} did not; "
+                                f"use trainer.compile=off under torchrun")
+        return out
 
     # ---- collectives ----------------------------------------------------------------------
     def _all_reduce_grads(self, opt, args, kwargs) -> None:
         """grad <- sum over ranks of (weight_r * grad_r): the global gradient on every rank."""
         import torch.distributed as dist
 
+        self._reduced += 1
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
         flat = torch.cat([g.reshape(-1) for g in grads]).mul_(self._step_weight)
         dist.all_reduce(flat)
@@ -149,22 +159,24 @@ class DistContext:
     def train_epoch(self, trainer, epoch: int) -> dict[str, Tensor]:
         """One epoch of this rank's share; returns its contributions to the global means
         (summed across ranks in ``agree``)."""
+        from .step import COMPONENTS
+
         x, y, engine = trainer.data.train.x, trainer._yn_train, trainer.engine
         if self.full_batch:
             self._step_weight = self.train_weight
-            return {k: v * self.train_weight for k, v in engine.step(x, y, epoch).items()}
+            return {k: v * self.train_weight for k, v in self._step(engine, x, y, epoch).items()}
         n, bs = x.shape[0], trainer.data.batch_size
         perm = torch.randperm(n, device=x.device, generator=trainer.shuffle_gen)
-        sums: dict[str, Tensor] = {}
+        sums: dict[str, Tensor] = {k: x.new_zeros(()) for k in ("train", *COMPONENTS)}  # same keys on every rank
         for k in range(0, n, bs):
             batch = perm[k:k + bs]
             mine = batch[self.rank::self.world]
             self._step_weight = mine.numel() / batch.numel()
             if mine.numel() == 0:  # a last batch smaller than the group: contribute zero gradients
-                trainer.opt.zero_grad(set_to_none=True)
+                trainer.opt.zero_grad(set_to_none=False)  # in place: engines may alias .grad
                 trainer.opt.step()
                 continue
-            for name, v in engine.step(x[mine], y[mine], epoch).items():
+            for name, v in self._step(engine, x[mine], y[mine], epoch).items():
                 sums[name] = sums.get(name, 0.0) + v * mine.numel()
         return {name: v / n for name, v in sums.items()}
 

@@ -97,7 +97,7 @@ class Trainer:
         yn_val = self._yn_train if data.same_split else self._normalize_targets(data.val.y)
         self.engine = make_engine(self.model, cfg, self.opt, data.val.x, yn_val)
         if dist is not None:
-            dist.attach(self, yn_val)  # rank 0's weights, eager engine, gradient all-reduce
+            dist.attach(self)  # rank 0's weights; gradients all-reduced before each optimizer step
         self.history: list[dict[str, float]] = []
 
     def _normalize_targets(self, y: Tensor) -> Tensor:
