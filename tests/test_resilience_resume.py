@@ -191,6 +191,21 @@ def test_resume_from_every_checkpoint_kind(tmp_path, demo_file, reference):
     _assert_same_run(run, reference)
 
 
+@pytest.mark.parametrize("engine", ["'off'", "jacobian", "auto"])  # quoted: YAML reads off as false
+def test_resume_is_exact_with_every_cpu_step_engine(tmp_path, demo_file, engine):
+    cfg = _cfg(demo_file, "trainer.max_epochs=20", f"trainer.compile={engine}")
+    ref = train(cfg, tmp_path / "ref").run_dir
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    for p in list_checkpoints(run):
+        if int(p.stem[3:]) > 9:
+            p.unlink()
+    resume(run)
+    a, b = _weights(run, 19), _weights(ref, 19)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(run) == _rows(ref)
+
+
 def test_resuming_a_finished_run_trains_nothing(tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
