@@ -88,8 +88,8 @@ def test_rollback_gives_up_after_three(tmp_path, demo_file):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(TrainingError) as err:
-            train(_cfg(demo_file, *FULL_BATCH, "trainer.lr=1e30", "trainer.max_epochs=5", "trainer.on_nonfinite=rollback"),
-                  tmp_path / "run")
+            train(_cfg(demo_file, *FULL_BATCH, "trainer.lr=1e30", "trainer.max_epochs=5",
+                       "trainer.on_nonfinite=rollback"), tmp_path / "run")
     assert str(err.value) == ("epoch 0: expected finite losses, but got loss/val=inf; no checkpoint written yet; "
                               "gave up after 3 rollbacks (lr 1.25e+29); lower trainer.lr")
 
@@ -125,7 +125,8 @@ def test_mid_run_divergence_names_the_last_good_checkpoint(tmp_path, demo_file, 
         train(_cfg(demo_file, "trainer.max_epochs=12", "trainer.save_period=5"), run)
     assert str(err.value) == (
         "epoch 7: expected finite losses, but got loss/reconstruction=nan, loss/l1=nan, loss/l2=nan, "
-        f"loss/grad_penalty=nan, loss/train=nan, loss/val=nan; last good checkpoint: {run / 'checkpoints' / checkpoint_name(5)}; "
+        "loss/grad_penalty=nan, loss/train=nan, loss/val=nan; "
+        f"last good checkpoint: {run / 'checkpoints' / checkpoint_name(5)}; "
         "lower trainer.lr or set trainer.on_nonfinite=rollback")
     assert _epochs(run) == [0, 5]
     assert read_rows(find_log(run))[-1]["step"] == 6  # the log was flushed up to the last finite epoch

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -112,8 +113,9 @@ def signalled(tmp_path_factory, demo_file):
     for i in range(3):
         run = base / f"killed{i}"
         epoch = 3 * rng.randrange(0, 12)
-        trials.append({"run": run, "target": run / "checkpoints" / checkpoint_name(epoch), "delay": rng.uniform(0, 0.08),
-                       "signal": signal.SIGKILL, "out": base / f"out{i}.txt", "seed": seed})
+        trials.append({"run": run, "target": run / "checkpoints" / checkpoint_name(epoch),
+                       "delay": rng.uniform(0, 0.08), "signal": signal.SIGKILL, "out": base / f"out{i}.txt",
+                       "seed": seed})
     trials.append({"run": base / "interrupted", "target": base / "interrupted" / "checkpoints" / checkpoint_name(3),
                    "delay": 0.0, "signal": signal.SIGINT, "out": base / "out_int.txt", "seed": seed})
     for t in trials:
@@ -233,8 +235,9 @@ def test_resume_on_other_data_is_refused(tmp_path, reference):
 
     other = make_demo_file(tmp_path / "other.h5", n=300, seed=1)
     ckpt = reference / "checkpoints" / checkpoint_name(EPOCHS - 1)
-    with pytest.raises(DataError, match=r"^" + str(ckpt) + r": expected the rows the run was trained on, but the data "
-                       r"changed \(.*sha256 [0-9a-f]{12} -> [0-9a-f]{12}\); start a new run or fine-tune with --init-from$"):
+    pattern = (r": expected the rows the run was trained on, but the data changed "
+               r"\(.*sha256 [0-9a-f]{12} -> [0-9a-f]{12}\); start a new run or fine-tune with --init-from$")
+    with pytest.raises(DataError, match="^" + re.escape(str(ckpt)) + pattern):
         resume(reference, hdf5=str(other))
 
 
