@@ -55,7 +55,7 @@ def multi_start(sur: Surrogate, starts: int):
 
 def speed_sweep(sur: Surrogate, points: int, starts: int):
     speeds = np.linspace(0.8, 1.4, points)
-    tb, base = timed(lambda: [optimize(sur, TARGET, constraints=[f"{PRODUCT}={v!r}"], starts=starts,
+    tb, base = timed(lambda: [optimize(sur, TARGET, constraints=[f"{PRODUCT}={float(v)!r}"], starts=starts,
                                        distances=False) for v in speeds])
     tn, new = timed(lambda: sweep_optimum(sur, TARGET, {"speed": speeds}, constraints=[f"{PRODUCT}=speed"],
                                           starts=starts, distances=False))
@@ -75,10 +75,12 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; starts={args.starts}, sweep points={args.points}")
     print(f"{'case':<12} {'repeat':>6} {'baseline s':>11} {'batched s':>10} {'speed-up':>9} {'max |dx|':>10}")
+    cases = {"multi-start": lambda: multi_start(sur, args.starts),
+             "speed sweep": lambda: speed_sweep(sur, args.points, args.starts)}
     for rep in range(args.repeat):
-        for name, (tb, tn, dx) in (("multi-start", multi_start(sur, args.starts)),
-                                   ("speed sweep", speed_sweep(sur, args.points, args.starts))):
-            print(f"{name:<12} {rep + 1:>6} {tb:>11.2f} {tn:>10.2f} {tb / tn:>8.1f}x {dx:>10.2e}")
+        for name, case in cases.items():
+            tb, tn, dx = case()
+            print(f"{name:<12} {rep + 1:>6} {tb:>11.2f} {tn:>10.2f} {tb / tn:>8.1f}x {dx:>10.2e}", flush=True)
 
 
 if __name__ == "__main__":

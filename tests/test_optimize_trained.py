@@ -155,3 +155,14 @@ def test_cli_sweep_optimum_writes_csv_and_plot(trained_run, tmp_path, capsys):
         assert float(r["gait_stride"]) * float(r["gait_cadence"]) == pytest.approx(float(r["speed"]), abs=1e-9)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_run_of_the_original_pipeline(fixtures_dir):
+    """No recorded ranges: mean +- 2 std, with a warning; data found relative to the run folder."""
+    sur = Surrogate.load(fixtures_dir / "reference_run")
+    res = opt.optimize(sur, "cot_ma15", starts=8, steps=200)
+    assert res.feasible
+    assert res.warnings[0] == "the checkpoint records no input ranges: search ranges are the training mean +- 2 std"
+    lo, hi = sur._bounds_arrays()
+    assert all(lo[i] <= res.inputs[k] <= hi[i] for i, k in enumerate(sur.in_lbl))
+    assert res.distance_to_nearest_training_point is not None and "u225.h5" in res.distance_note

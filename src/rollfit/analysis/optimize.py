@@ -412,12 +412,13 @@ def load_training_inputs(sur: "Surrogate") -> tuple[Optional[np.ndarray], str]:
 
 
 def _data_paths(hdf5_path: Any, run_dir: Optional[Path]) -> Any:
-    """The recorded data path(s); a relative one missing here is tried from the run folder."""
+    """The recorded data path(s); a relative one is taken from the run folder (where its
+    config.yaml is) when it exists there, else as given."""
     items = list(hdf5_path) if isinstance(hdf5_path, (list, tuple)) else [hdf5_path]
     fixed = []
     for p in map(str, items):
         q = Path(p)
-        if not q.is_absolute() and not q.exists() and run_dir is not None and (run_dir / q).exists():
+        if not q.is_absolute() and run_dir is not None and (run_dir / q).exists():
             p = str(run_dir / q)
         fixed.append(p)
     return fixed if isinstance(hdf5_path, (list, tuple)) else fixed[0]
