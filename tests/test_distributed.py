@@ -183,3 +183,19 @@ def test_nproc_passes_every_other_argument_on():
     assert argv == ["trainer.lr=0.1", "--config", "c.yaml", "--hdf5", "a.h5", "b.h5", "--output", "out"]
     again = build_parser().parse_args(["train", *argv])
     assert (again.overrides, again.hdf5, again.nproc) == (["trainer.lr=0.1"], ["a.h5", "b.h5"], None)
+
+
+def test_an_engine_that_skips_opt_step_is_refused():
+    """A step engine that updated weights without optimizer.step() (no all-reduce) must not go unnoticed."""
+    ctx = distributed.DistContext(0, 2, 0, torch.device("cpu"))
+    ctx._reduced = 0
+
+    class Replayed:
+        def step(self, x, y, epoch):
+            return {"train": torch.zeros(())}
+
+    from rollfit.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=r"expected the step engine to call optimizer.step\(\) \(where gradients "
+                                            r"are all-reduced\), but Replayed did not; use trainer.compile=off"):
+        ctx._step(Replayed(), torch.zeros(1, 2), torch.zeros(1, 1), 0)

@@ -224,8 +224,9 @@ def _fit(cfg: Config, space: SearchSpace, output: Path, settings: SweepSettings,
     from ray import tune
 
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=cpus)
     concurrent = settings.concurrent or max(1, cpus)
-    threads = max(1, cpus // concurrent)
+    threads = max(1, min(cpus // concurrent, node_cpus))  # a trial runs on one node
     samples = settings.samples or (1 if space.has_grid else 10)
     notes = space.notes
     notes.append(f"trials: {samples * space.grid_size()}, at most {concurrent} at once, {threads} CPU(s) each")
