@@ -148,7 +148,8 @@ def _check_every_file_is_complete(run_dir: Path) -> None:
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(signalled, reference):
     for t in signalled[:3]:
         run = t["run"]
-        note = f"random seed {t['seed']}: killed {t['delay']:.3f}s after {t['target'].name}"
+        note = (f"random seed {t['seed']}: killed {t['delay']:.3f}s after {t['target'].name}; output:\n"
+                f"{t['out'].read_text()[-2000:]}")
         assert t["code"] == -signal.SIGKILL or t["code"] == 0, note
         _check_every_file_is_complete(run)
         assert list_checkpoints(run), note
