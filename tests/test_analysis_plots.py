@@ -187,3 +187,25 @@ def test_matplotlib_is_not_imported_by_the_cli_or_the_module():
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_scatter_plots_show_a_sample_but_metrics_use_every_row():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(300, 1))
+    p = y + rng.normal(scale=0.1, size=(300, 1))
+    data = plots.parity_data(y, p, ["u"], rows="300 rows", max_points=50)
+    assert len(data["outputs"]["u"]["true"]) == 50 and data["rows"] == "300 rows (50 of 300 shown)"
+    assert data["outputs"]["u"]["rmse"] == pytest.approx(np.sqrt(np.mean((p - y) ** 2)))
+    idx = plots.sample_rows(300, 50)
+    assert len(set(idx.tolist())) == 50 and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(plots.sample_rows(10, 50), np.arange(10))
+
+
+def test_failed_run_search_is_capped_on_big_campaigns(tmp_path):
+    from rollfit.data.synthetic import write_rollout_file
+
+    ok = np.ones(40, bool)
+    ok[::2] = False  # 20 failed runs
+    h5 = write_rollout_file(tmp_path / "a.h5", None, {"metabolic/cot/MA/mean": np.zeros(40)}, ok)
+    assert len(plots.failed_inputs(h5, ["gait_stride"])) == 20
+    assert 0 < len(plots.failed_inputs(h5, ["gait_stride"], max_groups=10)) <= 10

@@ -28,6 +28,18 @@ from .surrogate import Surrogate
 
 PLOTS_DIR = "plots"
 SKIP_KEYS = ("step", "timestamp", "epoch")
+# Scatter plots show at most this many points (a seeded sample): a million dots draw slowly
+# and show nothing more than a few thousand do. Metrics always use every row.
+MAX_POINTS = 5000
+# Failed runs are searched among at most this many groups (evenly spread) per call.
+MAX_SCANNED_GROUPS = 50_000
+
+
+def sample_rows(n: int, max_points: Optional[int] = MAX_POINTS, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``max_points`` of ``n`` rows (all rows when few enough)."""
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
 # ----------------------------------------------------------------------------- loss curves
@@ -70,12 +82,18 @@ def run_log_rows(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- parity / residuals
-def parity_data(y_true: np.ndarray, y_pred: np.ndarray, out_lbl: Sequence[str], rows: str = "") -> dict[str, Any]:
-    """Per output: true and predicted values, a common axis range, R^2 and RMSE."""
+def parity_data(y_true: np.ndarray, y_pred: np.ndarray, out_lbl: Sequence[str], rows: str = "",
+                max_points: Optional[int] = MAX_POINTS) -> dict[str, Any]:
+    """Per output: true and predicted values (a sample of ``max_points`` rows when there are
+    more), a common axis range, and R^2 and RMSE of all rows."""
     from .evaluate import regression_metrics
 
     yt, yp = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
     metrics = regression_metrics(yt, yp, out_lbl)
+    keep = sample_rows(len(yt), max_points)
+    if len(keep) < len(yt):
+        rows = f"{rows} ({len(keep)} of {len(yt)} shown)".strip()
+    yt, yp = yt[keep], yp[keep]
     out: dict[str, Any] = {"rows": rows, "outputs": {}}
     for k, lbl in enumerate(out_lbl):
         both = np.concatenate([yt[:, k], yp[:, k]])
@@ -219,26 +237,30 @@ def _succeeded(value: Any) -> bool:
     return bool(arr[0]) if arr.size else True
 
 
-def failed_inputs(paths: Any, in_lbl: Sequence[str]) -> np.ndarray:
+def failed_inputs(paths: Any, in_lbl: Sequence[str], max_groups: Optional[int] = MAX_SCANNED_GROUPS) -> np.ndarray:
     """Inputs (M, D) of the failed runs in rollout file(s), for marking them on plots.
 
     The reader skips failed groups, so they are read here with h5py: groups whose
     ``success`` is false and that still have a ``param_state`` (many failed runs have none;
-    those are left out, there is nothing to mark).
+    those are left out, there is nothing to mark). Campaigns with more than ``max_groups``
+    groups are searched in an evenly spread subset of them (the marks are then a sample).
     """
     import h5py
 
     from ..data.labels import resolve_inputs
     from ..data.reader import expand_paths
 
+    files = expand_paths(paths)
+    budget = None if max_groups is None else max(1, max_groups // len(files))
     rows: list[np.ndarray] = []
-    for path in expand_paths(paths):
+    for path in files:
         with h5py.File(path, "r") as f:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["parameter_names"][()]]
             cols = resolve_inputs(in_lbl, names, str(path))
-            for gname in f:
-                if not gname.startswith("param_"):
-                    continue
+            groups = [n for n in f if n.startswith("param_")]
+            if budget is not None and len(groups) > budget:
+                groups = groups[::math.ceil(len(groups) / budget)]
+            for gname in groups:
                 g = f[gname]
                 if not isinstance(g, h5py.Group) or _succeeded(g.attrs.get("success")) or "param_state" not in g:
                     continue
@@ -446,11 +468,14 @@ def make_plots(run: str | Path | Surrogate, pairs: Optional[Sequence[Sequence[st
                                         out / "residuals.png")}
     failed = _failed_or_empty(table, s.in_lbl) if pairs else None
     same = np.array_equal(tr, va)
+    tr_shown, va_shown = tr[sample_rows(len(tr))], va[sample_rows(len(va))]
     for a, b in pairs:
-        data = contour_data(s, (a, b), held, points=table.inputs[tr],
-                            val_points=None if same else table.inputs[va], failed=failed)
+        data = contour_data(s, (a, b), held, points=table.inputs[tr_shown],
+                            val_points=None if same else table.inputs[va_shown],
+                            failed=None if failed is None else failed[sample_rows(len(failed))])
         written[f"contour_{a}_{b}"] = save_figure(draw_contour(data), out / f"contour_{safe_name(a)}_{safe_name(b)}.png")
     for name in slices:
-        data = slice_data(s, name, held, inputs=table.inputs, targets=table.targets)
+        shown = sample_rows(len(table))
+        data = slice_data(s, name, held, inputs=table.inputs[shown], targets=table.targets[shown])
         written[f"slice_{name}"] = save_figure(draw_slice(data), out / f"slice_{safe_name(name)}.png")
     return written
