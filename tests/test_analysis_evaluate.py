@@ -55,7 +55,8 @@ def test_metrics_match_an_independent_numpy_computation():
 def test_r2_is_nan_for_constant_targets_and_shapes_are_checked():
     got = regression_metrics(np.ones((4, 1)), np.array([[1.0], [2.0], [1.0], [1.0]]), ["y"])
     assert np.isnan(got["y"]["r2"]) and got["y"]["max_abs_error"] == 1.0
-    with pytest.raises(ValueError, match=r"expected y_true and y_pred of shape \(N, 1\), but got \(3, 1\) and \(2, 1\)"):
+    with pytest.raises(ValueError, match=r"expected y_true and y_pred of shape \(N, 1\), "
+                                         r"but got \(3, 1\) and \(2, 1\)"):
         regression_metrics(np.ones((3, 1)), np.ones((2, 1)), ["y"])
 
 

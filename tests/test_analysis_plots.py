@@ -68,7 +68,8 @@ def test_parity_and_residual_data_and_axes():
     lo, hi = par["outputs"]["v"]["range"]
     assert lo < 10 and hi > 42
     fig = plots.draw_parity(par)
-    assert [(a.get_xlabel(), a.get_ylabel()) for a in fig.axes] == [("true u", "predicted u"), ("true v", "predicted v")]
+    labels = [(a.get_xlabel(), a.get_ylabel()) for a in fig.axes]
+    assert labels == [("true u", "predicted u"), ("true v", "predicted v")]
     res = plots.residual_data(y, p, ["u", "v"], bins=3)
     np.testing.assert_allclose(res["outputs"]["v"]["residuals"], [-1, 1, 0, 2])
     assert res["outputs"]["u"]["counts"].sum() == 4 and len(res["outputs"]["u"]["edges"]) == 4

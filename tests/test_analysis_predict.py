@@ -86,6 +86,7 @@ def test_bad_csv_inputs_are_one_line_errors(trained_run, tmp_path, capsys, heade
 
 def test_missing_input_file(trained_run, tmp_path, capsys):
     missing = tmp_path / "nope.csv"
-    assert main(["predict", "--run", str(trained_run), "--input", str(missing), "--output", str(tmp_path / "o.csv")]) == 2
+    out = tmp_path / "o.csv"
+    assert main(["predict", "--run", str(trained_run), "--input", str(missing), "--output", str(out)]) == 2
     assert capsys.readouterr().err == (f"rollfit predict: error: {missing}: expected an input CSV or rollout HDF5 "
                                        "file, but it does not exist\n")

@@ -68,7 +68,8 @@ def test_write_run_report_embeds_every_plot(trained_run, tmp_path, capsys):
     import torch
 
     summary = torch.load(sorted((run / "checkpoints").glob("*.ckpt"))[-1], weights_only=True)["config"]["data_summary"]
-    for label, key in (("rows used", "rows"), ("failed runs (not used)", "failed"), ("skipped rows (policy skip)", "skipped")):
+    for label, key in (("rows used", "rows"), ("failed runs (not used)", "failed"),
+                       ("skipped rows (policy skip)", "skipped")):
         assert f"<td>{label}</td><td class=\"num\">{summary[key]}</td>" in page
 
 

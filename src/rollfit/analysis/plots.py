@@ -473,7 +473,8 @@ def make_plots(run: str | Path | Surrogate, pairs: Optional[Sequence[Sequence[st
         data = contour_data(s, (a, b), held, points=table.inputs[tr_shown],
                             val_points=None if same else table.inputs[va_shown],
                             failed=None if failed is None else failed[sample_rows(len(failed))])
-        written[f"contour_{a}_{b}"] = save_figure(draw_contour(data), out / f"contour_{safe_name(a)}_{safe_name(b)}.png")
+        path = out / f"contour_{safe_name(a)}_{safe_name(b)}.png"
+        written[f"contour_{a}_{b}"] = save_figure(draw_contour(data), path)
     for name in slices:
         shown = sample_rows(len(table))
         data = slice_data(s, name, held, inputs=table.inputs[shown], targets=table.targets[shown])

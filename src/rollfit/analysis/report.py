@@ -122,8 +122,8 @@ def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str,
                   _table(["output", *METRICS], metrics_rows(cv_json.get("pooled") or {}))]
     parts.append("<h2>Plots</h2>")
     parts += [_image(name, png) for name, png in images.items()]
-    parts += ["<h2>Configuration</h2>",
-              f"<pre>{html.escape(yaml.safe_dump(dict(run_config), sort_keys=False) if run_config else '(none)')}</pre>"]
+    config_text = yaml.safe_dump(dict(run_config), sort_keys=False) if run_config else "(none)"
+    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_text)}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
