@@ -455,8 +455,8 @@ def small_chunks(monkeypatch):
 def test_parallel_read_equals_serial(tmp_path, small_chunks):
     a = _file(tmp_path, "a.h5", n=40, success=np.arange(40) % 7 != 3, indices=list(range(40))[::-1])
     b = _file(tmp_path, "b.h5", n=25, seed=3, start_index=100, style="cstyle")
-    tasks = reader.plan_tasks([(0, reader.read_header(a), [1, 0])], None, 2)
-    assert len(tasks) == 6 and sum(len(t.groups) for t in tasks) == 40
+    tasks, n_proc = reader.plan_tasks([(0, reader.read_header(a), [1, 0])], None, 2)
+    assert (len(tasks), n_proc) == (6, 2) and sum(len(t.groups) for t in tasks) == 40
     serial, parallel = _load([a, b], workers=1), _load([a, b], workers=2)
     for field in ("inputs", "targets", "param_idx", "source"):
         np.testing.assert_array_equal(getattr(serial, field), getattr(parallel, field))
@@ -506,6 +506,14 @@ def _die(task) -> None:
 
 def test_dead_worker_is_a_data_error(tmp_path, small_chunks):
     header = reader.read_header(_file(tmp_path, n=30))
-    tasks = reader.plan_tasks([(0, header, [1, 0])], None, 2)
+    tasks, _ = reader.plan_tasks([(0, header, [1, 0])], None, 2)
     with pytest.raises(DataError, match="expected reader processes to finish, but one died"):
         reader.run_tasks(_die, tasks, 2)
+
+
+def test_small_jobs_stay_in_this_process(tmp_path, monkeypatch):
+    files = [_file(tmp_path, f"{k}.h5", n=5) for k in range(4)]
+    tasks, n_proc = reader.plan_tasks([(k, reader.read_header(f), [1, 0]) for k, f in enumerate(files)], None, 2)
+    assert (len(tasks), n_proc) == (4, 1)
+    monkeypatch.setattr(reader, "ProcessPoolExecutor", None)  # any pool would fail
+    assert len(_load(files, workers=2)) == 20

@@ -87,9 +87,8 @@ def _scan_file(path, workers: int | None) -> tuple[RolloutTable, AttrStats]:
     header = read_header(path)
     names = header.param_names
     settings = LoadSettings(list(names), [], [], "skip", "skip")
-    n_workers = workers or _cpu_count()
-    tasks = plan_tasks([(0, header, list(range(len(names))))], settings, n_workers)
-    results = run_tasks(scan_chunk, tasks, n_workers)
+    tasks, n_proc = plan_tasks([(0, header, list(range(len(names))))], settings, workers or _cpu_count())
+    results = run_tasks(scan_chunk, tasks, n_proc)
     attrs: AttrStats = {}
     for _, a in results:
         _merge_attrs(attrs, a)

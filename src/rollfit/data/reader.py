@@ -43,11 +43,12 @@ from rollfit.errors import ConfigError, DataError, DataFileNotFound, listing
 
 POLICIES = ("error", "skip")
 PathLike = str | os.PathLike
-# Below this many groups, reading in this process beats starting a pool (~0.3 s on 2 cores).
-PARALLEL_MIN_GROUPS = 12_000
-# A chunk is at least this many groups, and there are about this many chunks per worker
-# (several, so that one slow chunk does not leave the other workers idle).
-MIN_CHUNK_GROUPS = 4_000
+# Reading costs ~70 us per group in one process; a pool of 2 forked workers costs ~0.05-0.1 s
+# (measured on 2 cores). Below this many groups, reading here beats starting a pool.
+PARALLEL_MIN_GROUPS = 5_000
+# A chunk is at least this many groups (each chunk opens the file once), and there are about
+# this many chunks per worker (several, so one slow chunk does not leave the others idle).
+MIN_CHUNK_GROUPS = 2_000
 CHUNKS_PER_WORKER = 3
 
 T = TypeVar("T")
@@ -352,13 +353,16 @@ def _cpu_count() -> int:
 
 
 def plan_tasks(headers: Sequence[tuple[int, FileHeader, list[int]]], settings: LoadSettings,
-               workers: int) -> list[ChunkTask]:
-    """Split the groups of the files to read into chunks: one per file for serial reading,
-    else about ``CHUNKS_PER_WORKER`` per worker, never smaller than ``MIN_CHUNK_GROUPS``."""
+               workers: int) -> tuple[list[ChunkTask], int]:
+    """Chunks of the groups to read, and how many processes should read them.
+
+    Small jobs (under ``PARALLEL_MIN_GROUPS``) or ``workers=1``: one chunk per file, read in
+    this process. Otherwise about ``CHUNKS_PER_WORKER`` chunks per worker (big files split
+    into group ranges), none under ``MIN_CHUNK_GROUPS``, and at most one worker per chunk.
+    """
     total = sum(len(h.groups) for _, h, _ in headers)
-    size = max(MIN_CHUNK_GROUPS, math.ceil(total / (workers * CHUNKS_PER_WORKER)))
-    if workers <= 1 or total < PARALLEL_MIN_GROUPS:
-        size = max(total, 1)
+    serial = workers <= 1 or total < PARALLEL_MIN_GROUPS
+    size = max(total, 1) if serial else max(MIN_CHUNK_GROUPS, math.ceil(total / (workers * CHUNKS_PER_WORKER)))
     tasks = []
     for file_no, h, cols in headers:
         n = len(h.groups)
@@ -366,7 +370,7 @@ def plan_tasks(headers: Sequence[tuple[int, FileHeader, list[int]]], settings: L
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             tasks.append(ChunkTask(file_no, h.path, h.groups[lo:hi], h.param_idx[lo:hi],
                                    len(h.param_names), cols, settings))
-    return tasks
+    return tasks, 1 if serial else min(workers, len(tasks))
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -388,11 +392,10 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def run_tasks(fn: Callable[[ChunkTask], T], tasks: list[ChunkTask], workers: int) -> list[T]:
-    """``fn`` over every chunk, in worker processes when there are several; results in task order.
+    """``fn`` over every chunk, in ``workers`` processes (here if 1); results in task order.
 
     The first error in task (file, group) order is the one raised, whatever finished first.
     """
-    workers = min(workers, len(tasks))
     if workers <= 1 or multiprocessing.current_process().daemon:
         return [fn(t) for t in tasks]
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
@@ -451,8 +454,8 @@ def load_rollouts(
             todo.append((k, header))
     _check_same_names(files, names)
     planned = [(k, h, resolve_inputs(settings.in_lbl, h.param_names, str(h.path))) for k, h in todo]
-    tasks = plan_tasks(planned, settings, workers)
-    chunks = run_tasks(read_chunk, tasks, workers)
+    tasks, n_proc = plan_tasks(planned, settings, workers)
+    chunks = run_tasks(read_chunk, tasks, n_proc)
     for k, header in todo:
         tables[k] = RolloutTable.concat([c for t, c in zip(tasks, chunks) if t.file_no == k])
         if store:
