@@ -37,10 +37,10 @@ def sections() -> dict[str, str]:
 def render(text: str) -> str:
     """``text`` with every generated section replaced by its current content."""
     for name, body in sections().items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md: expected markers <!-- {name}:start --> and <!-- {name}:end -->")
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
     return text
 
 

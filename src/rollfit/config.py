@@ -8,6 +8,7 @@ This module imports no torch, so the CLI and the docs can read it cheaply.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -235,5 +236,6 @@ def reference_table() -> str:
     for section, cls in SECTIONS.items():
         for name, field in cls.model_fields.items():
             default = field.default if field.default_factory is None else field.default_factory()
-            rows.append(f"| `{section}.{name}` | `{default!r}` | {field.description} |")
+            text = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{section}.{name}` | `{json.dumps(default)}` | {text} |")
     return "\n".join(rows)
