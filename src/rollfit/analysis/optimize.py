@@ -532,7 +532,7 @@ def _device(name: Any, sur: "Surrogate") -> torch.device:
 @contextlib.contextmanager
 def _cpu_threads(device: torch.device, rows: int) -> Iterator[None]:
     """Run small CPU batches on one thread: a 64-row MLP step is ~1 ms of work, and thread
-    hand-offs cost more than that (25x slower measured on a busy 2-core machine)."""
+    hand-offs cost more than that (9-23x slower measured on a busy 2-core machine)."""
     if device.type != "cpu" or rows > SINGLE_THREAD_ROWS or torch.get_num_threads() == 1:
         yield
         return
