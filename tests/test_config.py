@@ -124,3 +124,8 @@ def test_written_files_get_the_usual_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+def test_compile_off_survives_yaml_booleans(tmp_path):
+    assert load_config(None, ["trainer.compile=off"]).trainer.compile == "off"
+    assert load_config(_write(tmp_path, "trainer:\n  compile: off\n")).trainer.compile == "off"

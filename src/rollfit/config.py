@@ -107,6 +107,12 @@ class TrainerConfig(_Section):
     progress: bool = Field(True, description="Show a tqdm progress bar with loss and lr.")
     report: bool = Field(True, description="Write plots/ and report.html at the end of a run.")
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``off`` as false; ``compile: off`` means the string."""
+        return "off" if v is False else v
+
 
 class Config(_Section):
     """A whole run configuration: the seed's three sections."""
