@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--init-from", metavar="RUN_OR_CKPT",
                        help="start from this run's weights (rollfit's or the original pipeline's) with a fresh "
                             "optimizer: fine-tuning; architecture and labels come from the checkpoint")
+    p.add_argument("--activation", metavar="NAME",
+                   help="activation of an --init-from run of the original pipeline that has no config.yaml")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="data-parallel training in N processes on this machine: shorthand for "
                         "torchrun --standalone --nproc_per_node N -m rollfit train ... (docs/distributed.md)")
@@ -82,7 +84,7 @@ def new_run(args: argparse.Namespace):
     """A fresh run, or a fine-tuning run with ``--init-from``."""
     from ..training.run import train
 
-    return train(config_from_args(args), args.output, init_from=args.init_from)
+    return train(config_from_args(args), args.output, init_from=args.init_from, init_activation=args.activation)
 
 
 def resume_run(args: argparse.Namespace):

@@ -112,17 +112,18 @@ def make_data(cfg: Config, table: RolloutTable) -> HDF5DataModule:
     return HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, cfg.data.split_seed, device).setup()
 
 
-def init_model(cfg: Config, init_from: str | Path) -> tuple[RegressionNet, Path]:
+def init_model(cfg: Config, init_from: str | Path, activation: Optional[str] = None) -> tuple[RegressionNet, Path]:
     """Weights (and normalization) of another run for fine-tuning; its architecture and
-    labels are adopted into ``cfg``. Original-pipeline runs load with their raw convention."""
-    model, model_cfg, path = ckpt_io.load_model(init_from)
+    labels are adopted into ``cfg``. Original-pipeline runs load with their raw convention;
+    ``activation`` supplies theirs when the run has no config.yaml."""
+    model, model_cfg, path = ckpt_io.load_model(init_from, activation)
     adopt_init_settings(cfg, model_cfg, path)
     return model.train(), path
 
 
 def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[RolloutTable] = None,
           on_log: Optional[Callable[[int, dict[str, float]], None]] = None,
-          init_from: Optional[str | Path] = None) -> RunResult:
+          init_from: Optional[str | Path] = None, init_activation: Optional[str] = None) -> RunResult:
     """Train a model as configured; returns the run folder and the last logged metrics.
 
     ``on_log(epoch, row)`` is called at every log period (a sweep reports through it).
@@ -132,7 +133,7 @@ def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[Roll
     init_path = None
     model = None
     if init_from is not None:
-        model, init_path = init_model(cfg, init_from)
+        model, init_path = init_model(cfg, init_from, init_activation)
     dist = distributed.from_env(cfg.trainer.device)  # None unless torchrun started several processes
     if dist is not None:  # every rank must use rank 0's (maybe new version_N) folder
         output = dist.same_path(Path(output) if output is not None else default_output_dir(cfg.data.hdf5_path))
