@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = resume_run(args) if args.resume else new_run(args)
     except TrainingInterrupted as exc:
-        print(f"rollfit train: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+            print(f"rollfit train: {exc}", file=sys.stderr)
         return exc.exit_code
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+    if os.environ.get("RANK", "0") != "0":
         return 0
     m = result.metrics
     print(f"trained on {len(result.table)} rows; final loss/train {m.get('loss/train', float('nan')):.5g}, "

@@ -277,8 +277,8 @@ def argv_without(args, parser, skip: tuple[str, ...] = ("nproc",)) -> list[str]:
 
 def launch(nproc: int, command: list[str]) -> int:
     """Run ``python -m rollfit <command>`` in ``nproc`` processes under torchrun (one node,
-    a free local port); returns torchrun's exit code. CPU threads are split between the
-    processes unless OMP_NUM_THREADS is set."""
+    a free local port); returns torchrun's exit code (130/143 after SIGINT/SIGTERM). CPU
+    threads are split between the processes unless OMP_NUM_THREADS is set."""
     import subprocess
     import sys
 
@@ -291,4 +291,20 @@ def launch(nproc: int, command: list[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "rollfit", *command]
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env)
+    got: list[int] = []
+
+    def forward(signum, frame) -> None:
+        # Ctrl-C in a terminal reaches torchrun and the workers already (one process group);
+        # a SIGTERM sent to this process alone is passed on, so the workers checkpoint and stop.
+        got.append(signum)
+        if signum == signal.SIGTERM:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 + got[0] if got and code != 0 else code  # 130/143 as a one-process run reports
