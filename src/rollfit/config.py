@@ -98,8 +98,11 @@ class TrainerConfig(_Section):
     keep_last: Optional[int] = Field(
         None, ge=1, description="Keep only the newest N periodic checkpoints (default: keep all, as the original).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the fastest for the job (see README).")
-    compile: Literal["auto", "off", "jacobian", "compile", "cudagraph"] = Field(
-        "auto", description="Fast path: auto picks the fastest valid one; off is the plain double-backward step.")
+    compile: Literal["auto", "off", "jacobian", "fused", "compile", "cudagraph"] = Field(
+        "auto", description="Step engine: auto = cudagraph on CUDA, on CPU fused (compile for long runs on large "
+        "data); fused = hand-derived one-pass step; compile = fused under torch.compile; cudagraph = whole "
+        "epochs as one CUDA graph; jacobian = autograd with forward-Jacobian penalty; off = the plain "
+        "double-backward step (docs/speed.md).")
     seed: int = Field(0, description="Seed of torch, numpy and python RNGs (weights init, shuffling).")
     deterministic: bool = Field(False, description="Ask torch for deterministic kernels (slower on GPU).")
     on_nonfinite: Literal["stop", "rollback"] = Field(
