@@ -95,7 +95,7 @@ def test_keys_that_change_the_rows_are_refused(tmp_path):
 
 
 def test_empty_and_missing_space_files(tmp_path):
-    with pytest.raises(ConfigError, match="expected a mapping of dotted config keys to distributions, but got an empty"):
+    with pytest.raises(ConfigError, match="expected a mapping of dotted config keys to distributions, but got an emp"):
         _space(tmp_path, "")
     with pytest.raises(ConfigError, match="expected a search-space YAML file, but it does not exist"):
         load_space(tmp_path / "nope.yaml")

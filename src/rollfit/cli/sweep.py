@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-early-stop", action="store_true", help="run every trial to max_epochs (no ASHA)")
     p.add_argument("--seed", type=int, default=0, help="seed of the search algorithm")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and status tables")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="base config overrides, e.g. trainer.max_epochs=500")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="base config overrides, e.g. trainer.max_epochs=500")
     add_debug(p)
     p.set_defaults(func=run)
 

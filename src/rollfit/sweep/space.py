@@ -212,7 +212,8 @@ def read_space_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: expected valid YAML, but parsing failed{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(f"{p}: expected valid YAML, but parsing failed{where}: {problem}") from None
 
 
 def load_space(path: str | Path, base: Optional[Config] = None) -> SearchSpace:

@@ -266,12 +266,13 @@ def argv_without(args, parser, skip: tuple[str, ...] = ("nproc",)) -> list[str]:
         value = getattr(args, action.dest, action.default)
         if value is None or value is False or value == action.default or value is argparse.SUPPRESS:
             continue
+        values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
         if not action.option_strings:
-            positionals += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            positionals += values
         elif action.nargs == 0:
             options.append(action.option_strings[0])
         else:
-            options += [action.option_strings[0], *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+            options += [action.option_strings[0], *values]
     return positionals + options  # positionals first: an nargs="+" option would swallow them
 
 
