@@ -224,6 +224,7 @@ class _GroupReader:
         self.status = np.zeros(n, np.int8)        # 0 kept, 1 failed, 2 skipped
         self.skipped: list[str] = []
         self.buf = np.empty((), np.float64)
+        self.mspace = h5s.create_simple((task.n_params,))
 
     def run(self) -> RolloutTable:
         """Read every group of the chunk, apply the policies, return the kept rows."""
@@ -260,11 +261,14 @@ class _GroupReader:
             d = h5d.open(g, b"param_state")
         except KeyError:
             return self._problem(f"{self._where(name)}: expected a 'param_state' dataset, but the group has none")
-        n = d.get_space().get_simple_extent_npoints()
-        if n != self.task.n_params:
+        try:  # HDF5 checks that the file holds n_params values, the size of self.mspace
+            d.read(self.mspace, h5s.ALL, self.states[i], _F32)
+        except Exception:
+            n = d.get_space().get_simple_extent_npoints()
+            if n == self.task.n_params:
+                raise
             return self._problem(f"{self._where(name)}: expected 'param_state' with {self.task.n_params} "
-                                    f"values (one per parameter name), but got {n}")
-        d.read(h5s.ALL, h5s.ALL, self.states[i], _F32)
+                                 f"values (one per parameter name), but got {n}")
         self._kept(g, name)
         return 0
 
