@@ -50,6 +50,7 @@ PARALLEL_MIN_GROUPS = 5_000
 # this many chunks per worker (several, so one slow chunk does not leave the others idle).
 MIN_CHUNK_GROUPS = 2_000
 CHUNKS_PER_WORKER = 3
+MAX_PARAMETERS = 100_000
 
 T = TypeVar("T")
 _GROUP_RE = re.compile(rb"^param_(\d+)(?:\.0)?$")
@@ -168,6 +169,9 @@ def _read_parameter_names(fid: h5f.FileID, path: Path) -> list[str]:
         did = h5d.open(fid, b"parameter_names")
     except KeyError:
         raise DataError(f"{path}: expected a 'parameter_names' dataset at the root, but got none") from None
+    count = did.get_space().get_simple_extent_npoints()
+    if not 0 < count <= MAX_PARAMETERS:  # a damaged header can claim billions of entries
+        raise DataError(f"{path}: expected 'parameter_names' with 1 to {MAX_PARAMETERS} entries, but got {count}")
     raw = h5py.Dataset(did)[()]
     if not isinstance(raw, np.ndarray) or raw.ndim != 1 or raw.dtype.kind not in "OSU" or raw.size == 0:
         raise DataError(f"{path}: expected 'parameter_names' to be a list of strings, but got {raw!r:.80}")
