@@ -29,11 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..config import load_config
-    from ..data.synthetic import make_demo_file, true_cot
-    from ..training.checkpoint import load_model
+    from ..data.synthetic import make_demo_file
     from ..training.run import train
 
     out = Path(args.output)
@@ -43,11 +40,28 @@ def run(args: argparse.Namespace) -> int:
     cfg.data.hdf5_path = str(data_file)
     cfg.data.cache = False
     result = train(cfg, out / "run")
-    model, _, _ = load_model(result.run_dir)
-    grid = np.stack(np.meshgrid(np.linspace(0.75, 1.25, 41), np.linspace(0.75, 1.25, 41)), -1).reshape(-1, 2)
-    pred = model.predict(grid.astype(np.float32)).numpy()[:, 0]  # in_lbl order: cadence, stride
-    rmse = float(np.sqrt(np.mean((pred - true_cot(grid[:, 1], grid[:, 0])) ** 2)))
     print(f"trained on {len(result.table)} rows ({result.table.n_failed} failed runs left out)")
-    print(f"RMSE against the noise-free surface: {rmse:.3f} (data noise std ~1)")
+    _report_against_truth(result.run_dir)
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _report_against_truth(run_dir: Path) -> None:
+    """Print the fit and the optimum of the surrogate next to the known truth."""
+    import numpy as np
+
+    from ..analysis.surrogate import Surrogate
+    from ..data.synthetic import DEMO_MIN_COT, DEMO_OPT_CADENCE, DEMO_OPT_STRIDE, true_cot
+
+    s = Surrogate.load(run_dir)
+    axis = np.linspace(0.75, 1.25, 41)
+    cad, stride = (a.ravel() for a in np.meshgrid(axis, axis))
+    pred = s.predict({"gait_cadence": cad, "gait_stride": stride})[:, 0]
+    rmse = float(np.sqrt(np.mean((pred - true_cot(stride, cad)) ** 2)))
+    print(f"RMSE against the noise-free surface: {rmse:.3f} (data noise std ~1)")
+    best = s.optimize("cot_ma15", seed=0)
+    x = best.inputs
+    print(f"optimum: gait_stride={x['gait_stride']:.4f} gait_cadence={x['gait_cadence']:.4f} "
+          f"predicted cot {best.outputs['cot_ma15']:.2f}, true cot there "
+          f"{float(true_cot(x['gait_stride'], x['gait_cadence'])):.2f}")
+    print(f"truth:   gait_stride={DEMO_OPT_STRIDE:.4f} gait_cadence={DEMO_OPT_CADENCE:.4f} cot {DEMO_MIN_COT:.2f}")
