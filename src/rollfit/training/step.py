@@ -420,10 +420,13 @@ class GraphEngine(FusedEngine):
         elif runs < self.WARMUP:
             self._side_stream(body)
         else:
-            graph = self._graphs.get(key)
+            if key not in self._graphs:
+                self._graphs[key] = self._capture_graph(body)
+            graph = self._graphs[key]
             if graph is None:
-                graph = self._graphs[key] = self._capture_graph(body)
-            graph.replay()
+                body()
+            else:
+                graph.replay()
         self._runs[key] = runs + 1
         self._fw_version = self.fp.version()
         out = self._out.clone().unbind()
@@ -441,13 +444,20 @@ class GraphEngine(FusedEngine):
         torch.cuda.current_stream().wait_stream(stream)
 
     def _capture_graph(self, body: Callable[[], None]):
-        """Record ``body`` (capture runs nothing; the caller replays it)."""
+        """Record ``body`` (capture runs nothing; the caller replays it). If capture fails,
+        warn and return None: the epochs then run the same body eagerly (correct, slower)."""
         torch.cuda.synchronize()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            body()
+        try:
+            with torch.cuda.graph(graph, pool=self._pool):
+                body()
+        except RuntimeError as exc:
+            torch.cuda.synchronize()
+            warnings.warn(f"CUDA graph capture failed ({str(exc).strip().splitlines()[0]}); running the epochs "
+                          f"eagerly", RuntimeWarning)
+            return None
         return graph
 
 
@@ -489,11 +499,35 @@ def make_optimizer(params: Sequence[Tensor], cfg: TrainerConfig, mode: str, devi
         return torch.optim.Adam(params, lr=cfg.lr, fused=True)
     lr = torch.tensor(cfg.lr, dtype=params[0].dtype, device=device)
     if device.type != "cuda":
-        return torch.optim.Adam(params, lr=lr, fused=True)  # the same program run eagerly (tests)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True, capturable=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, foreach=True, capturable=True)
+        opt = torch.optim.Adam(params, lr=lr, fused=True)  # the same program run eagerly (tests)
+    else:
+        try:
+            opt = torch.optim.Adam(params, lr=lr, fused=True, capturable=True)
+        except (RuntimeError, ValueError):
+            opt = torch.optim.Adam(params, lr=lr, foreach=True, capturable=True)
+    _keep_tensor_lr(opt, lr)
+    return opt
+
+
+def _keep_tensor_lr(opt: torch.optim.Optimizer, lr: Tensor) -> None:
+    """Checkpoints of a tensor-lr optimizer hold a plain float lr (so any engine, on any
+    device, can load them), and loading a state dict keeps the tensor the captured graph
+    reads: its value is updated in place."""
+    def to_float(optimizer, state: dict) -> dict:
+        for group in state["param_groups"]:
+            if isinstance(group["lr"], Tensor):
+                group["lr"] = float(group["lr"])
+        return state
+
+    def keep_tensor(optimizer) -> None:
+        group = optimizer.param_groups[0]
+        if group["lr"] is not lr:
+            with torch.no_grad():
+                lr.fill_(float(group["lr"]))
+            group["lr"] = lr
+
+    opt.register_state_dict_post_hook(to_float)
+    opt.register_load_state_dict_post_hook(keep_tensor)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, mode: str):
