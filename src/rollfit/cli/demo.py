@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     data_file = make_demo_file(out / "rollout_data.h5", n=args.groups, seed=args.seed)
     print(f"wrote synthetic rollouts: {data_file}")
     cfg = load_config(None, DEMO_OVERRIDES + list(args.overrides))
-    cfg.data.hdf5_path = str(data_file)
+    cfg.data.hdf5_path = str(data_file.resolve())
     cfg.data.cache = False
     result = train(cfg, out / "run")
     print(f"trained on {len(result.table)} rows ({result.table.n_failed} failed runs left out)")
