@@ -46,7 +46,7 @@ class _ScanReader(_GroupReader):
 
 def scan_chunk(task: ChunkTask) -> tuple[RolloutTable, AttrStats]:
     """Scan one chunk: a table of all parameters of usable rows, and attribute statistics."""
-    with open_file(task.path) as fid:
+    with open_file(task.path, task.file_groups) as fid:
         reader = _ScanReader(fid, task)
         return reader.run(), reader.attrs
 

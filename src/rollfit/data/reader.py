@@ -112,8 +112,13 @@ def _describe(exc: BaseException) -> str:
 
 
 @contextmanager
-def open_file(path: Path) -> Iterator[h5f.FileID]:
-    """Open a rollout file read-only; closing it closes every object opened from it."""
+def open_file(path: Path, n_groups: int | None = None) -> Iterator[h5f.FileID]:
+    """Open a rollout file read-only; closing it closes every object opened from it.
+
+    With ``n_groups`` (param groups in the file), the HDF5 metadata cache is capped at what
+    the root group's index needs (>= 4 MB): reading is as fast as with the default 32 MB,
+    and closing, which frees every cached entry, is ~10x cheaper (~0.1 s per 10k groups).
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -124,6 +129,8 @@ def open_file(path: Path) -> Iterator[h5f.FileID]:
         raise DataError(f"{path}: expected an HDF5 file, but got an empty file (0 bytes)")
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_fclose_degree(h5f.CLOSE_STRONG)
+    if n_groups is not None:
+        _cap_metadata_cache(fapl, n_groups)
     try:
         fid = h5f.open(os.fsencode(path), h5f.ACC_RDONLY, fapl=fapl)
     except Exception as exc:  # h5py raises OSError subclasses, sometimes others
@@ -135,6 +142,15 @@ def open_file(path: Path) -> Iterator[h5f.FileID]:
         yield fid
     finally:
         fid.close()
+
+
+def _cap_metadata_cache(fapl: h5p.PropFAID, n_groups: int) -> None:
+    """Limit the metadata cache to ~64 bytes per root link (its name heap and index), 4-32 MB."""
+    config = fapl.get_mdc_config()
+    config.max_size = min(32 << 20, max(4 << 20, 64 * n_groups))
+    config.initial_size = min(config.initial_size, config.max_size)
+    config.min_size = min(config.min_size, config.max_size)
+    fapl.set_mdc_config(config)
 
 
 @dataclass
@@ -202,6 +218,7 @@ class ChunkTask:
 
     file_no: int
     path: Path
+    file_groups: int          # param groups in the whole file (sizes the metadata cache)
     groups: list[bytes]
     param_idx: np.ndarray
     n_params: int
@@ -211,7 +228,7 @@ class ChunkTask:
 
 def read_chunk(task: ChunkTask) -> RolloutTable:
     """Read one chunk's groups into a one-file table (runs in a worker process or here)."""
-    with open_file(task.path) as fid:
+    with open_file(task.path, task.file_groups) as fid:
         return _GroupReader(fid, task).run()
 
 
@@ -376,7 +393,7 @@ def plan_tasks(headers: Sequence[tuple[int, FileHeader, list[int]]], settings: L
         n = len(h.groups)
         bounds = np.linspace(0, n, max(1, math.ceil(n / size)) + 1).astype(int)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            tasks.append(ChunkTask(file_no, h.path, h.groups[lo:hi], h.param_idx[lo:hi],
+            tasks.append(ChunkTask(file_no, h.path, n, h.groups[lo:hi], h.param_idx[lo:hi],
                                    len(h.param_names), cols, settings))
     return tasks, 1 if serial else min(workers, len(tasks))
 
