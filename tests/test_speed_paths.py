@@ -40,8 +40,8 @@ from rollfit.training.fastpath import DirectAdam, FlatParams, MLPStepMath
 from rollfit.training.logger import SimpleLogger
 from rollfit.training.plateau import DevicePlateau
 from rollfit.training.run import build_model
-from rollfit.training.step import (CompiledEngine, FusedEngine, GraphEngine, StepEngine, choose_mode,
-                                   make_optimizer)
+from rollfit.training.step import (CompiledEngine, FusedEngine, GraphEngine, StepEngine, ThreadChoice,
+                                   choose_mode, make_optimizer)
 from rollfit.training.trainer import Trainer, resolve_device
 
 CUDA = torch.cuda.is_available()
@@ -264,6 +264,24 @@ def test_validation_is_the_model_after_the_step_and_reuse_is_dropped_on_change(d
     tr.model.load_state_dict(state)  # ... unless the weights change in between
     expected = StepEngine(tr.model, cfg.trainer, torch.optim.Adam(tr.model.parameters()), x, yn).loss(x, yn, 3)[0]
     assert eng.step(x, yn, 3)["train"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_thread_choice_small_steps_use_one_thread_large_ones_the_faster_setting(monkeypatch):
+    torch.set_num_threads(2)
+    choice = ThreadChoice(torch.device("cpu"), width=64)
+    assert choice.use(213).n == 1  # the seed's rows: one thread, no measuring
+    seconds = {2: 0.5, 1: 0.2}  # a busy machine: the second thread costs more than it gives
+    tried = []
+    while choice.best is None:
+        ctx = choice.use(100_000, timed=True)
+        tried.append(ctx.n)
+        choice.record(ctx.n, seconds[ctx.n])
+    assert sorted(tried) == [1, 1, 2, 2] and choice.best == 1
+    assert choice.use(100_000).n == 1 and choice.decided(100_000)
+    for _ in range(ThreadChoice.RETUNE - 1):
+        assert choice.use(100_000, timed=True).n == 1
+    assert choice.use(100_000, timed=True).choice is choice  # measured again after RETUNE epochs
+    assert ThreadChoice(torch.device("cuda"), 64).use(100_000).n is None
 
 
 def test_step_keeps_the_caller_thread_setting(demo_table):

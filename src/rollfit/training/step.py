@@ -19,6 +19,7 @@ and ``on_state_loaded()`` (called after the Trainer loads a state).
 """
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Callable, Optional, Sequence
 
@@ -85,28 +86,84 @@ class StepEngine:
         return (self.model(self.val_x) - self.val_yn).square().mean()
 
 
-class _threads:
-    """One intra-op thread on CPU while a step's activations are small (a context manager).
+class _Threads:
+    """Run a block with ``n`` intra-op threads (None: leave torch's setting), then restore it;
+    with a ``choice``, report the block's wall time for thread count ``n``."""
 
-    At a few hundred rows the work per kernel is microseconds, so a second thread only
-    adds synchronization; on a busy machine (cores shared with other processes) that
-    synchronization makes a 14 us matrix product take milliseconds. The previous setting
-    is restored afterwards (switching costs ~0.2 us).
-    """
+    __slots__ = ("n", "before", "choice", "t0")
 
-    __slots__ = ("before",)
-
-    def __init__(self, tensor: Tensor, rows: int, width: int):
-        small = tensor.device.type == "cpu" and rows * width <= SMALL_STEP
-        self.before = torch.get_num_threads() if small else 1
+    def __init__(self, n: Optional[int], choice: Optional["ThreadChoice"] = None):
+        self.n, self.choice, self.before = n, choice, 0
 
     def __enter__(self) -> None:
-        if self.before != 1:
-            torch.set_num_threads(1)
+        self.before = torch.get_num_threads()
+        if self.n is not None and self.n != self.before:
+            torch.set_num_threads(self.n)
+        if self.choice is not None:
+            self.t0 = time.perf_counter()
 
     def __exit__(self, *exc) -> None:
-        if self.before != 1:
+        if self.n is not None and self.n != self.before:
             torch.set_num_threads(self.before)
+        if self.choice is not None and exc[0] is None:
+            self.choice.record(self.n, time.perf_counter() - self.t0)
+
+
+class ThreadChoice:
+    """How many intra-op threads a CPU engine's steps use.
+
+    Small steps (activations up to ``SMALL_STEP`` elements, e.g. the seed's 213 rows) use one:
+    their kernels take microseconds, a second thread only adds synchronization, and on a
+    machine whose cores are shared with other processes that synchronization turns a 14 us
+    matrix product into milliseconds. Large steps use whichever of torch's setting and one
+    thread ran an epoch faster, measured on alternating epochs (two each) and measured again
+    every ``RETUNE`` epochs (the load of a shared machine changes). On a busy 2-core machine
+    one thread won by 3-5x at 100k rows; on an idle many-core machine torch's setting wins.
+    ``freeze()`` keeps the choice (compiled code bakes its thread count in).
+    """
+
+    RETUNE = 500
+    TRIALS = 2
+
+    def __init__(self, device: torch.device, width: int):
+        self.cpu, self.width = device.type == "cpu", width
+        self.best: Optional[int] = None
+        self.frozen = False
+        self._times: dict[int, list[float]] = {}
+        self._since = 0
+
+    def small(self, rows: int) -> bool:
+        return rows * self.width <= SMALL_STEP
+
+    def use(self, rows: int, timed: bool = False) -> _Threads:
+        """The context to run a step over ``rows`` rows in (``timed``: an epoch to measure)."""
+        if not self.cpu:
+            return _Threads(None)
+        if self.small(rows):
+            return _Threads(1)
+        if self.best is not None:
+            self._since += timed
+            if not timed or self.frozen or self._since < self.RETUNE:
+                return _Threads(self.best)
+            self.best, self._times, self._since = None, {}, 0
+        if not timed:
+            return _Threads(None)
+        options = (torch.get_num_threads(), 1) if torch.get_num_threads() > 1 else (1,)
+        pending = [n for n in options if len(self._times.get(n, [])) < self.TRIALS]
+        if not pending:
+            return _Threads(self.best)
+        return _Threads(min(pending, key=lambda n: len(self._times.get(n, []))), self)
+
+    def record(self, n: int, seconds: float) -> None:
+        self._times.setdefault(n, []).append(seconds)
+        counts = [len(v) for v in self._times.values()]
+        options = 2 if torch.get_num_threads() > 1 else 1
+        if len(counts) == options and min(counts) >= self.TRIALS:
+            self.best = min(self._times, key=lambda k: min(self._times[k]))
+
+    def decided(self, rows: int) -> bool:
+        """Whether steps over ``rows`` rows have a settled thread count (compile now)."""
+        return not self.cpu or self.small(rows) or self.best is not None or torch.get_num_threads() == 1
 
 
 class FusedEngine:
@@ -133,6 +190,7 @@ class FusedEngine:
         self.adam = DirectAdam(opt)
         self.val_x, self.val_yn = val_x, val_yn
         self.width = max(list(model.layers) + [model.input_dim])
+        self.threads = ThreadChoice(val_x.device, self.width)
         self._buffers: dict[int, tuple[Tensor, Tensor]] = {}
         self.val_xn = self.math.normalize(val_x)
         self._norm: tuple[Optional[Tensor], int, Optional[Tensor]] = (None, -1, None)
@@ -154,7 +212,7 @@ class FusedEngine:
     # ---- the interface ----------------------------------------------------------------------
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
         """One optimizer update on a batch; returns detached ``train`` and components."""
-        with _threads(x, x.shape[0], self.width):
+        with self.threads.use(x.shape[0], timed=True):
             total, parts = self._step(x, yn, epoch)
         self._last_x = x
         return self._as_dict(total, parts)
@@ -162,7 +220,7 @@ class FusedEngine:
     def validate(self) -> Tensor:
         """Validation MSE in training units of the current weights (the scheduler's signal)."""
         x = self._last_x
-        with _threads(self.val_x, self.val_x.shape[0], self.width):
+        with self.threads.use(self.val_x.shape[0]):
             if self.pipeline and x is not None and self._is_val(x):
                 fw = self.math.forward(self._normalized(x))
                 self._ahead = (x, self.fp.version(), fw)
@@ -177,7 +235,7 @@ class FusedEngine:
         perm = torch.randperm(n, device=x.device, generator=generator)
         xn = self._normalized(x)
         sums: list[Tensor] = []
-        with _threads(x, min(n, batch_size), self.width):
+        with self.threads.use(min(n, batch_size), timed=True):
             for k in range(0, n, batch_size):
                 idx = perm[k:k + batch_size]
                 out = self._batch_step(*self._gather(xn, yn, idx), epoch)
@@ -265,7 +323,9 @@ class CompiledEngine(FusedEngine):
     per recon-loss kind and batch shape; torch caches compiled code on disk across runs).
     Validation is a separate compiled forward pass, so the forward-pass reuse of the fused
     engine is off. A compilation failure is an error when ``trainer.compile`` is
-    ``compile``, and a warning followed by the eager fused step when it is ``auto``.
+    ``compile``, and a warning followed by the eager fused step when it is ``auto``. Large
+    CPU steps first run eagerly until ``ThreadChoice`` has settled the thread count, which
+    the compiled code then keeps.
     """
 
     pipeline = False
@@ -274,8 +334,18 @@ class CompiledEngine(FusedEngine):
         super().__init__(*args, **kwargs)
         self.strict, self.failed = strict, False
         self._fns: dict[tuple, Callable] = {}
+        self._dynamic = False  # compile the step for any batch size (mini-batches of two sizes)
+
+    def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
+                    generator: torch.Generator) -> dict[str, Tensor]:
+        """Mini-batches (the last one is smaller): one step compiled for any batch size."""
+        self._dynamic = x.shape[0] % batch_size != 0
+        return super().train_epoch(x, yn, epoch, batch_size, generator)
 
     def _batch_step(self, xb: Tensor, yb: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+        if not self.threads.decided(xb.shape[0]):  # compiled code bakes in its thread count
+            return super()._batch_step(xb, yb, epoch)
+        self.threads.frozen = True
         kind = self._kind(epoch)
         math = self.math
         out = self._call(("step", kind), lambda a, b: math.backward(math.forward(a), b, kind), xb, yb)
@@ -288,6 +358,8 @@ class CompiledEngine(FusedEngine):
         return self._batch_step(self._normalized(x), yn, epoch)
 
     def _val_mse(self) -> Tensor:
+        if not self.threads.frozen:  # compiled after the step (under its thread count)
+            return super()._val_mse()
         math = self.math
         out = self._call(("val",), lambda a, b: (math.predict(a) - b).square().mean(), self.val_xn, self.val_yn)
         return super()._val_mse() if out is None else out
@@ -299,7 +371,8 @@ class CompiledEngine(FusedEngine):
         try:
             compiled = self._fns.get(key)
             if compiled is None:
-                compiled = self._fns[key] = torch.compile(fn, fullgraph=True, dynamic=None)
+                dynamic = self._dynamic if key[0] == "step" else False
+                compiled = self._fns[key] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
             return compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly or stop
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -464,7 +537,7 @@ class GraphEngine(FusedEngine):
 # ---- choosing an engine ------------------------------------------------------------------------
 MODES = ("off", "jacobian", "fused", "compile", "cudagraph")
 COMPILE_ROW_EPOCHS = 2e8   # auto compiles on CPU from rows x epochs >= this (see docs/speed.md)
-SMALL_STEP = 1 << 18       # activations up to this many elements: one CPU thread (see _threads)
+SMALL_STEP = 1 << 18       # activations up to this many elements: one CPU thread (see ThreadChoice)
 
 
 def choose_mode(cfg: TrainerConfig, device: torch.device, n_train: int, distributed: bool = False) -> str:
