@@ -465,29 +465,31 @@ def load_rollouts(
     workers = _check_workers(workers)
     files = expand_paths(path)
     store = RowCache.open(cache_dir) if cache else None
-    tables: dict[int, RolloutTable] = {}
-    names: dict[int, list[str]] = {}
-    todo: list[tuple[int, FileHeader]] = []
     keys = [store.key(f, settings) if store else None for f in files]  # stat before reading
+    tables, names, todo = {}, {}, []
     for k, f in enumerate(files):
         hit = store.get(f, keys[k], settings) if store else None
-        if hit is not None:
-            tables[k], names[k] = hit
+        if hit is None:
+            todo.append((k, read_header(f)))
+            names[k] = todo[-1][1].param_names
         else:
-            header = read_header(f)
-            names[k] = header.param_names
-            todo.append((k, header))
+            tables[k], names[k] = hit
     _check_same_names(files, names)
-    planned = [(k, h, resolve_inputs(settings.in_lbl, h.param_names, str(h.path))) for k, h in todo]
-    tasks, n_proc = plan_tasks(planned, settings, workers)
-    chunks = run_tasks(read_chunk, tasks, n_proc)
-    for k, header in todo:
-        tables[k] = RolloutTable.concat([c for t, c in zip(tasks, chunks) if t.file_no == k])
+    for k, table in _read_files(todo, settings, workers).items():
+        tables[k] = table
         if store:
-            store.put(keys[k], tables[k], header.param_names)
+            store.put(keys[k], table, names[k])
     table = RolloutTable.concat([tables[k] for k in range(len(files))])
     _check_rows(table, files)
     return table
+
+
+def _read_files(todo: list[tuple[int, FileHeader]], settings: LoadSettings, workers: int) -> dict[int, RolloutTable]:
+    """Read the groups of the files not served from the cache; one table per file number."""
+    planned = [(k, h, resolve_inputs(settings.in_lbl, h.param_names, str(h.path))) for k, h in todo]
+    tasks, n_proc = plan_tasks(planned, settings, workers)
+    chunks = run_tasks(read_chunk, tasks, n_proc)
+    return {k: RolloutTable.concat([c for t, c in zip(tasks, chunks) if t.file_no == k]) for k, _ in todo}
 
 
 def _settings(in_lbl: Sequence[str], out_lbl: Sequence[str], aliases: Mapping[str, str] | None,
