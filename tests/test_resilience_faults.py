@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import re
 import warnings
 from pathlib import Path
 
@@ -90,8 +91,9 @@ def test_rollback_gives_up_after_three(tmp_path, demo_file):
         with pytest.raises(TrainingError) as err:
             train(_cfg(demo_file, *FULL_BATCH, "trainer.lr=1e30", "trainer.max_epochs=5",
                        "trainer.on_nonfinite=rollback"), tmp_path / "run")
-    assert str(err.value) == ("epoch 0: expected finite losses, but got loss/val=inf; no checkpoint written yet; "
-                              "gave up after 3 rollbacks (lr 1.25e+29); lower trainer.lr")
+    # lr 1e30 overflows: the fused engine's validation loss comes out nan, the eager one's inf
+    assert re.fullmatch(r"epoch 0: expected finite losses, but got loss/val=(inf|nan); no checkpoint written yet; "
+                        r"gave up after 3 rollbacks \(lr 1\.25e\+29\); lower trainer\.lr", str(err.value))
 
 
 class _Poisoned:
