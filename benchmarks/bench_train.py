@@ -25,8 +25,9 @@ uses the medians. On CUDA the same run also times rollfit's original-style eager
 
 rollfit's time is wall-clock time of ``fit`` (its CPU time is printed too; on a loaded
 machine the CPU time shows what the code costs). A compiled engine (``big`` on CPU) is
-warmed up by 2 epochs first (the compilation time is printed separately, with the
-projected total of a 10,002-epoch run). The load average is printed with each result.
+warmed up first: 4 epochs of thread trials, compilation and 2 compiled epochs (printed
+separately, with the projected total of a 10,002-epoch run). The probe's rate is read from
+the ms/epoch it prints (its epochs/s are rounded to integers). The load average is printed with each result.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from rollfit.data.synthetic import COT_ATTR, DEFAULT_13_NAMES, campaign_rows, wr
 from rollfit.data.table import RolloutTable
 from rollfit.training.logger import SimpleLogger
 from rollfit.training.run import build_model
+from rollfit.training.step import ThreadChoice
 from rollfit.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,13 +126,16 @@ def sync(device: str) -> None:
 
 
 def time_rollfit(table, case: str, device: str, compile_mode: str, epochs: int, warm: int) -> dict[str, Any]:
-    """Wall and CPU time of ``Trainer.fit`` for ``epochs`` epochs (after ``warm`` untimed ones)."""
+    """Wall and CPU time of ``Trainer.fit`` for ``epochs`` epochs (after ``warm`` untimed ones;
+    a compiled engine is warmed up until it has compiled: thread trials, then compilation)."""
     cfg = seed_config(case, device, compile_mode)
     torch.manual_seed(0)
     data = HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, 0, device).setup()
     model = build_model(cfg, data)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(model, cfg.trainer, data, run_dir, SimpleLogger(Path(run_dir) / "logs"))
+        if trainer.engine_mode == "compile" and warm:
+            warm = 2 * ThreadChoice.TRIALS + 2
         warm_s = 0.0
         if warm:
             cfg.trainer.max_epochs = warm
@@ -152,7 +157,7 @@ def time_rollfit(table, case: str, device: str, compile_mode: str, epochs: int, 
             "load_before": before, "load_after": load()}
 
 
-PROBE_LINE = re.compile(r"^(eager|cudagraph) (\S+) N=(\d+).*?: (\d+) epochs/s")
+PROBE_LINE = re.compile(r"^(eager|cudagraph) (\S+) N=(\d+).*?: (\d+) epochs/s \(([\d.]+) ms/epoch\)")
 
 
 def time_probe(device: str, rows: int, din: int, epochs: int, one_thread: bool) -> dict[str, Any]:
@@ -168,7 +173,7 @@ def time_probe(device: str, rows: int, din: int, epochs: int, one_thread: bool) 
     for line in out["lines"]:
         m = PROBE_LINE.match(line)
         if m:
-            out[m.group(1)] = float(m.group(4))
+            out[m.group(1)] = 1000.0 / float(m.group(5))  # from ms/epoch: the epochs/s it prints are rounded
     return out
 
 
@@ -197,8 +202,9 @@ def run_case(case: str, args, table, rows: int, din: int) -> dict[str, Any]:
               f"(cpu-time {rollfit[-1]['cpu_epochs_per_s']:.1f}; load {rollfit[-1]['load_before']})", flush=True)
         for one in ((False, True) if device == "cpu" else (False,)):
             probes.append(time_probe(device, rows, din, args.probe_epochs[case], one))
-            print(f"  [{case} #{r + 1}] probe ({probes[-1]['threads']} threads): {probes[-1].get('eager')} epochs/s "
-                  f"eager, {probes[-1].get('cudagraph', '-')} cudagraph (load {probes[-1]['load_before']})", flush=True)
+            graph = f"{probes[-1]['cudagraph']:.1f}" if "cudagraph" in probes[-1] else "-"
+            print(f"  [{case} #{r + 1}] probe ({probes[-1]['threads']} threads): {probes[-1].get('eager', 0.0):.1f} "
+                  f"epochs/s eager, {graph} cudagraph (load {probes[-1]['load_before']})", flush=True)
     result = {"case": case, "rows": rows, "inputs": din, "rollfit": rollfit, "probe": probes}
     if device == "cuda":
         eager_epochs = min(epochs, 1000)
@@ -225,8 +231,9 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     if res["rollfit"][0]["warm_epochs"]:
         first = res["rollfit"][0]
         per_epoch = 1.0 / out["rollfit_median"]
+        out["warm_epochs"] = first["warm_epochs"]
         out["compile_s"] = first["warm_s"]
-        out["projected_10002_s"] = first["warm_s"] + 10002 * per_epoch
+        out["projected_10002_s"] = first["warm_s"] + (10002 - first["warm_epochs"]) * per_epoch
         out["probe_projected_10002_s"] = 10002 / probe_med
     return out
 
@@ -241,7 +248,8 @@ def print_summary(results: list[dict[str, Any]], args) -> None:
               f"{s['rollfit_best']:<10.1f} {s['probe_eager_median']:>18.1f} {s['ratio_median']:>7.2f} / "
               f"{s['ratio_best']:.2f}")
         if "compile_s" in s:
-            print(f"       compile + 2 epochs {s['compile_s']:.0f} s; a 10,002-epoch run projected "
+            print(f"       warm-up (thread trials, compilation) + {s['warm_epochs']} epochs: {s['compile_s']:.0f} s; "
+                  f"a 10,002-epoch run projected "
                   f"{s['projected_10002_s']:.0f} s vs probe {s['probe_projected_10002_s']:.0f} s")
         if "probe_cudagraph_median" in s:
             print(f"       probe cudagraph {s['probe_cudagraph_median']:.0f} epochs/s")
@@ -259,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--cases", default="small,big")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10002, help="epochs of the small case")
-    p.add_argument("--big-epochs", type=int, default=None, help="timed epochs of the big case (cpu 6, cuda 300)")
+    p.add_argument("--big-epochs", type=int, default=None, help="timed epochs of the big case (cpu 12, cuda 300)")
     p.add_argument("--probe-epochs", type=int, default=None,
                    help="the probe's epochs in the small case (default: --epochs on cpu, 2000 on cuda)")
     p.add_argument("--big-source", choices=["file", "memory"], default=None,
@@ -268,7 +276,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write all measurements as JSON")
     args = p.parse_args(argv)
     if args.big_epochs is None:
-        args.big_epochs = 6 if args.device == "cpu" else 300
+        args.big_epochs = 12 if args.device == "cpu" else 300
     small_probe = args.probe_epochs or (args.epochs if args.device == "cpu" else 2000)
     args.probe_epochs = {"small": small_probe, "big": args.big_epochs}
     if not PROBE.exists() or not U225.exists():
