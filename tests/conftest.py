@@ -45,3 +45,23 @@ def trained_run(tmp_path_factory, demo_file) -> Path:
                              "data.train_split=0.8", "data.cache=false"])
     cfg.data.hdf5_path = str(demo_file)
     return train(cfg, tmp_path_factory.mktemp("runs") / "demo_run").run_dir
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's torch work on one thread (bit-exact comparisons, less contention)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def demo_config(data_file, overrides):
+    """The default config with ``overrides`` applied, reading ``data_file``."""
+    from rollfit.config import load_config
+
+    cfg = load_config(None, list(overrides))
+    cfg.data.hdf5_path = str(data_file)
+    return cfg

@@ -5,28 +5,10 @@ import yaml
 from rollfit.config import Config, all_keys, apply_overrides, load_config, reference_table
 from rollfit.errors import ConfigError
 
-SEED_YAML = """
-data:
-  in_lbl: ["gait_cadence", "gait_stride"]
-  out_lbl: ["cot_ma15"]
-  batch_size: 65536
-  train_split: 1.0
-model:
-  residual: true
-  layers: [64, 32]
-  activation: 'gelu'
-trainer:
-  max_epochs: 10002
-  lr: 0.1
-  min_lr: 0.0005
-  recon_type: 'huber'
-  recon_weight: 10
-  grad_weight: 0.01
-  l1_weight: 0.001
-  l2_weight: 0.001
-  log_period: 50
-  save_period: 1000
-"""
+from pathlib import Path
+
+# The seed's example config, verbatim from its README (examples/seed_config.yaml holds it).
+SEED_YAML = (Path(__file__).resolve().parents[1] / "examples" / "seed_config.yaml").read_text()
 
 
 def _write(tmp_path, text):

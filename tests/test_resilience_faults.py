@@ -16,12 +16,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import demo_config
 import torch
 
 import rollfit.io
 import rollfit.training.trainer as trainer_mod
 from rollfit.cli.main import main
-from rollfit.config import load_config
 from rollfit.errors import OutputError, TrainingError
 from rollfit.training import checkpoint as ckpt_io
 from rollfit.training.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
@@ -35,18 +35,11 @@ BASE = ["trainer.progress=false", "trainer.report=false", "data.cache=false", "m
         "trainer.log_period=1", "data.batch_size=100", "data.train_split=0.8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(demo_file, *extra):
-    cfg = load_config(None, BASE + list(extra))
-    cfg.data.hdf5_path = str(demo_file)
-    return cfg
+    return demo_config(demo_file, BASE + list(extra))
 
 
 def _epochs(run: Path) -> list[int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import demo_config
 import torch
 import yaml
 
@@ -40,18 +41,11 @@ ARGS = [f"trainer.max_epochs={EPOCHS}", "trainer.save_period=3", "trainer.log_pe
         "trainer.lr=0.01", "trainer.lr_patience=2", "data.cache=false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(demo_file, *extra):
-    cfg = load_config(None, ARGS + list(extra))
-    cfg.data.hdf5_path = str(demo_file)
-    return cfg
+    return demo_config(demo_file, ARGS + list(extra))
 
 
 @pytest.fixture(scope="module")
