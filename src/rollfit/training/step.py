@@ -116,10 +116,9 @@ class ThreadChoice:
     their kernels take microseconds, a second thread only adds synchronization, and on a
     machine whose cores are shared with other processes that synchronization turns a 14 us
     matrix product into milliseconds. Large steps use whichever of torch's setting and one
-    thread ran an epoch faster, measured on alternating epochs (two each) and measured again
-    every ``RETUNE`` epochs (the load of a shared machine changes). On a busy 2-core machine
+    thread ran an epoch faster, measured on alternating epochs (two each, after one warm-up
+    epoch) and measured again every ``RETUNE`` epochs (the load of a shared machine changes). On a busy 2-core machine
     one thread won by 3-5x at 100k rows; on an idle many-core machine torch's setting wins.
-    ``freeze()`` keeps the choice (compiled code bakes its thread count in).
     """
 
     RETUNE = 500
@@ -127,8 +126,9 @@ class ThreadChoice:
 
     def __init__(self, device: torch.device, width: int):
         self.cpu, self.width = device.type == "cpu", width
+        self.default = torch.get_num_threads()  # the caller's setting (trials switch it)
         self.best: Optional[int] = None
-        self.frozen = False
+        self._warm = False
         self._times: dict[int, list[float]] = {}
         self._since = 0
 
@@ -143,27 +143,29 @@ class ThreadChoice:
             return _Threads(1)
         if self.best is not None:
             self._since += timed
-            if not timed or self.frozen or self._since < self.RETUNE:
+            if not timed or self._since < self.RETUNE:
                 return _Threads(self.best)
             self.best, self._times, self._since = None, {}, 0
         if not timed:
             return _Threads(None)
-        options = (torch.get_num_threads(), 1) if torch.get_num_threads() > 1 else (1,)
+        options = (self.default, 1) if self.default > 1 else (1,)
         pending = [n for n in options if len(self._times.get(n, [])) < self.TRIALS]
         if not pending:
             return _Threads(self.best)
         return _Threads(min(pending, key=lambda n: len(self._times.get(n, []))), self)
 
     def record(self, n: int, seconds: float) -> None:
+        if not self._warm:  # the first large epoch also allocates buffers: not a fair trial
+            self._warm = True
+            return
         self._times.setdefault(n, []).append(seconds)
         counts = [len(v) for v in self._times.values()]
-        options = 2 if torch.get_num_threads() > 1 else 1
-        if len(counts) == options and min(counts) >= self.TRIALS:
+        if len(counts) == (2 if self.default > 1 else 1) and min(counts) >= self.TRIALS:
             self.best = min(self._times, key=lambda k: min(self._times[k]))
 
     def decided(self, rows: int) -> bool:
         """Whether steps over ``rows`` rows have a settled thread count (compile now)."""
-        return not self.cpu or self.small(rows) or self.best is not None or torch.get_num_threads() == 1
+        return not self.cpu or self.small(rows) or self.best is not None or self.default == 1
 
 
 class FusedEngine:
@@ -324,8 +326,8 @@ class CompiledEngine(FusedEngine):
     Validation is a separate compiled forward pass, so the forward-pass reuse of the fused
     engine is off. A compilation failure is an error when ``trainer.compile`` is
     ``compile``, and a warning followed by the eager fused step when it is ``auto``. Large
-    CPU steps first run eagerly until ``ThreadChoice`` has settled the thread count, which
-    the compiled code then keeps.
+    CPU steps run eagerly until ``ThreadChoice`` has settled the thread count (its trials
+    should not pay for compilations).
     """
 
     pipeline = False
@@ -343,9 +345,8 @@ class CompiledEngine(FusedEngine):
         return super().train_epoch(x, yn, epoch, batch_size, generator)
 
     def _batch_step(self, xb: Tensor, yb: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        if not self.threads.decided(xb.shape[0]):  # compiled code bakes in its thread count
+        if not self.threads.decided(xb.shape[0]):  # thread trials run eagerly, then compile
             return super()._batch_step(xb, yb, epoch)
-        self.threads.frozen = True
         kind = self._kind(epoch)
         math = self.math
         out = self._call(("step", kind), lambda a, b: math.backward(math.forward(a), b, kind), xb, yb)
@@ -358,7 +359,7 @@ class CompiledEngine(FusedEngine):
         return self._batch_step(self._normalized(x), yn, epoch)
 
     def _val_mse(self) -> Tensor:
-        if not self.threads.frozen:  # compiled after the step (under its thread count)
+        if not self._fns:  # compiled after the step
             return super()._val_mse()
         math = self.math
         out = self._call(("val",), lambda a, b: (math.predict(a) - b).square().mean(), self.val_xn, self.val_yn)
