@@ -97,7 +97,9 @@ class TrainerConfig(_Section):
         None, gt=0, description="Also write a checkpoint when this many minutes passed since the last one.")
     keep_last: Optional[int] = Field(
         None, ge=1, description="Keep only the newest N periodic checkpoints (default: keep all, as the original).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the fastest for the job (see README).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: cuda when usable, except cpu for small jobs (<= 4096 rows) with an eager "
+        "engine (docs/speed.md).")
     compile: Literal["auto", "off", "jacobian", "fused", "compile", "cudagraph"] = Field(
         "auto", description="Step engine: auto = cudagraph on CUDA, on CPU fused (compile for long runs on large "
         "data); fused = hand-derived one-pass step; compile = fused under torch.compile; cudagraph = whole "
