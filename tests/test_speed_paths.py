@@ -114,6 +114,18 @@ def test_fast_step_matches_autograd_double_backward(residual, act, layers, k, ki
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
+def test_fast_step_without_penalties_matches_autograd():
+    net = _net(True, "gelu", [16, 8], k=2)
+    cfg = TrainerConfig(grad_weight=0.0, l1_weight=0.0, l2_weight=0.0)
+    x, yn = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
+    want, grads = _reference(net, cfg, x, yn, "huber")
+    got, fp = _fast(net, cfg, x, yn, "huber")
+    torch.testing.assert_close(got[:2], want[:2], rtol=1e-12, atol=0)  # total and recon
+    assert got[4].item() == 0.0  # the penalty is not computed at weight 0 (as the plain engine reports)
+    for g, r in zip(fp.grad_views, grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-14)
+
+
 @pytest.mark.parametrize("residual,act,layers,k,kind,space", [CASES[0], CASES[2], CASES[5]])
 def test_fast_gradient_matches_finite_differences(residual, act, layers, k, kind, space):
     net = _net(residual, act, layers, k, seed=1)
