@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rollfit.data import reader
+from rollfit.data.labels import resolve_inputs, resolve_outputs
 from rollfit.data.reader import expand_paths, load_rollouts
 from rollfit.data.synthetic import COT_ATTR, COT_STD_ATTR, DEFAULT_13_NAMES, write_rollout_file
 from rollfit.data.table import RolloutTable
@@ -158,6 +159,19 @@ def test_missing_aliased_output_lists_closest_attributes_first(tmp_path):
         "no such attribute; it has: 'metabolic/cot/MA/std', 'character_mass', 'num_steps', 'param_idx', 'success'")
 
 
+def test_label_functions_directly():
+    assert resolve_outputs(["cot_ma3", "velocity"]) == [COT_ATTR, "velocity"]
+    assert resolve_outputs(["cot_ma"], {"cot_ma": "x"}) == ["x"]
+    with pytest.raises(DataError) as e:
+        resolve_outputs(["cot_ma15"], None, ["metabolic/cot/MA/std", "num_steps"], "f.h5: param_0")
+    assert str(e.value) == ("f.h5: param_0: expected attribute 'metabolic/cot/MA/mean' (output 'cot_ma15'), but the "
+                            "group has no such attribute; it has: 'metabolic/cot/MA/std', 'num_steps'")
+    assert resolve_inputs(["b", "a"], ["a", "b", "c"], "f.h5") == [1, 0]
+    with pytest.raises(DataError, match=r"^f\.h5: expected input 'bb' in parameter_names, but it is not there; "
+                                        r"parameter names, closest first: 'b', 'a', 'c'$"):
+        resolve_inputs(["bb"], ["a", "b", "c"], "f.h5")
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(in_lbl=[]), "in_lbl: expected a non-empty list of label names, but got []"),
     (dict(out_lbl=["a", "a"]), "out_lbl: expected each label once, but got 'a' more than once"),
@@ -200,7 +214,8 @@ def _break(path: Path, group: str, how: str) -> None:
 
 REASONS = {
     "no_output": "param_2: expected attribute 'metabolic/cot/MA/mean' (output 'cot_ma15'), but the group has no "
-                 "such attribute; it has: 'metabolic/cot/MA/std', 'character_mass', 'num_steps', 'param_idx', 'success'",
+                 "such attribute; it has: 'metabolic/cot/MA/std', 'character_mass', 'num_steps', 'param_idx', "
+                 "'success'",
     "no_state": "param_2: expected a 'param_state' dataset, but the group has none",
     "short_state": "param_2: expected 'param_state' with 13 values (one per parameter name), but got 12",
     "nan_input": "param_2: expected finite values, but got nan for 'gait_cadence'",
