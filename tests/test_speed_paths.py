@@ -292,8 +292,18 @@ def test_thread_choice_small_steps_use_one_thread_large_ones_the_faster_setting(
     assert sorted(tried) == [1, 1, 2, 2] and choice.best == 1
     assert choice.use(100_000).n == 1 and choice.decided(100_000)
     for _ in range(ThreadChoice.RETUNE - 1):
-        assert choice.use(100_000, timed=True).n == 1
-    assert choice.use(100_000, timed=True).choice is choice  # measured again after RETUNE epochs
+        ctx = choice.use(100_000, timed=True)
+        assert ctx.n == 1
+        choice.record(1, 0.21)
+    ctx = choice.use(100_000, timed=True)
+    assert choice.best is None and ctx.choice is choice  # measured again after RETUNE epochs
+    choice.record(ctx.n, seconds[ctx.n])
+    while choice.best is None:
+        ctx = choice.use(100_000, timed=True)
+        choice.record(ctx.n, seconds[ctx.n])
+    for _ in range(3):  # the load changed: the chosen setting got much slower
+        choice.record(choice.use(100_000, timed=True).n, 0.9)
+    assert choice.best is None
     assert ThreadChoice(torch.device("cuda"), 64).use(100_000).n is None
 
 

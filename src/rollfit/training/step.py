@@ -117,20 +117,25 @@ class ThreadChoice:
     machine whose cores are shared with other processes that synchronization turns a 14 us
     matrix product into milliseconds. Large steps use whichever of torch's setting and one
     thread ran an epoch faster, measured on alternating epochs (two each, after one warm-up
-    epoch) and measured again every ``RETUNE`` epochs (the load of a shared machine changes). On a busy 2-core machine
-    one thread won by 3-5x at 100k rows; on an idle many-core machine torch's setting wins.
+    epoch). The load of a shared machine changes, so the trials run again every ``RETUNE``
+    epochs, and at once when the chosen setting's epochs get ``SLOWER`` times slower than in
+    its trial three times in a row. On a busy 2-core machine one thread won by 3-5x at 100k
+    rows; when the machine was idle, two threads won by ~1.7x.
     """
 
     RETUNE = 500
     TRIALS = 2
+    SLOWER = 1.5
 
     def __init__(self, device: torch.device, width: int):
         self.cpu, self.width = device.type == "cpu", width
         self.default = torch.get_num_threads()  # the caller's setting (trials switch it)
         self.best: Optional[int] = None
         self._warm = False
-        self._times: dict[int, list[float]] = {}
-        self._since = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best, self._times, self._since, self._slow = None, {}, 0, 0
 
     def small(self, rows: int) -> bool:
         return rows * self.width <= SMALL_STEP
@@ -143,20 +148,24 @@ class ThreadChoice:
             return _Threads(1)
         if self.best is not None:
             self._since += timed
-            if not timed or self._since < self.RETUNE:
-                return _Threads(self.best)
-            self.best, self._times, self._since = None, {}, 0
+            if self._since >= self.RETUNE:
+                self._reset()
+            else:
+                return _Threads(self.best, self if timed else None)
         if not timed:
             return _Threads(None)
         options = (self.default, 1) if self.default > 1 else (1,)
-        pending = [n for n in options if len(self._times.get(n, [])) < self.TRIALS]
-        if not pending:
-            return _Threads(self.best)
-        return _Threads(min(pending, key=lambda n: len(self._times.get(n, []))), self)
+        return _Threads(min(options, key=lambda n: len(self._times.get(n, []))), self)
 
     def record(self, n: int, seconds: float) -> None:
+        """An epoch's wall time with ``n`` threads: a trial, or a check of the chosen setting."""
         if not self._warm:  # the first large epoch also allocates buffers: not a fair trial
             self._warm = True
+            return
+        if self.best is not None:
+            self._slow = self._slow + 1 if seconds > self.SLOWER * min(self._times[self.best]) else 0
+            if self._slow >= 3:
+                self._reset()
             return
         self._times.setdefault(n, []).append(seconds)
         counts = [len(v) for v in self._times.values()]
