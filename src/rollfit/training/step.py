@@ -118,8 +118,8 @@ class ThreadChoice:
     matrix product into milliseconds. Large steps use whichever of torch's setting and one
     thread ran an epoch faster, measured on alternating epochs (two each, after one warm-up
     epoch). The load of a shared machine changes, so the trials run again every ``RETUNE``
-    epochs, and at once when the chosen setting's epochs get ``SLOWER`` times slower than in
-    its trial three times in a row. On a busy 2-core machine one thread won by 3-5x at 100k
+    epochs, and at once when three epochs in a row take ``SLOWER`` times the fastest one
+    since the choice. On a busy 2-core machine one thread won by 3-5x at 100k
     rows; when the machine was idle, two threads won by ~1.7x.
     """
 
@@ -135,7 +135,7 @@ class ThreadChoice:
         self._reset()
 
     def _reset(self) -> None:
-        self.best, self._times, self._since, self._slow = None, {}, 0, 0
+        self.best, self._times, self._since, self._slow, self._ref = None, {}, 0, 0, float("inf")
 
     def small(self, rows: int) -> bool:
         return rows * self.width <= SMALL_STEP
@@ -162,8 +162,9 @@ class ThreadChoice:
         if not self._warm:  # the first large epoch also allocates buffers: not a fair trial
             self._warm = True
             return
-        if self.best is not None:
-            self._slow = self._slow + 1 if seconds > self.SLOWER * min(self._times[self.best]) else 0
+        if self.best is not None:  # compare with the best epoch seen since the choice
+            self._ref = min(self._ref, seconds)
+            self._slow = self._slow + 1 if seconds > self.SLOWER * self._ref else 0
             if self._slow >= 3:
                 self._reset()
             return
@@ -171,6 +172,7 @@ class ThreadChoice:
         counts = [len(v) for v in self._times.values()]
         if len(counts) == (2 if self.default > 1 else 1) and min(counts) >= self.TRIALS:
             self.best = min(self._times, key=lambda k: min(self._times[k]))
+            self._ref = min(self._times[self.best])
 
     def decided(self, rows: int) -> bool:
         """Whether steps over ``rows`` rows have a settled thread count (compile now)."""
@@ -335,8 +337,8 @@ class CompiledEngine(FusedEngine):
     Validation is a separate compiled forward pass, so the forward-pass reuse of the fused
     engine is off. A compilation failure is an error when ``trainer.compile`` is
     ``compile``, and a warning followed by the eager fused step when it is ``auto``. Large
-    CPU steps run eagerly until ``ThreadChoice`` has settled the thread count (its trials
-    should not pay for compilations).
+    CPU steps run eagerly until ``ThreadChoice`` has first settled the thread count (so
+    compilation happens once, for the chosen count; later trials run compiled code).
     """
 
     pipeline = False
@@ -354,7 +356,7 @@ class CompiledEngine(FusedEngine):
         return super().train_epoch(x, yn, epoch, batch_size, generator)
 
     def _batch_step(self, xb: Tensor, yb: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        if not self.threads.decided(xb.shape[0]):  # thread trials run eagerly, then compile
+        if not self._fns and not self.threads.decided(xb.shape[0]):  # first thread trials: eager
             return super()._batch_step(xb, yb, epoch)
         kind = self._kind(epoch)
         math = self.math
