@@ -267,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--cases", default="small,big")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10002, help="epochs of the small case")
-    p.add_argument("--big-epochs", type=int, default=None, help="timed epochs of the big case (cpu 12, cuda 300)")
+    p.add_argument("--big-epochs", type=int, default=None, help="timed epochs of the big case (cpu 30, cuda 300)")
     p.add_argument("--probe-epochs", type=int, default=None,
                    help="the probe's epochs in the small case (default: --epochs on cpu, 2000 on cuda)")
     p.add_argument("--big-source", choices=["file", "memory"], default=None,
@@ -276,7 +276,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write all measurements as JSON")
     args = p.parse_args(argv)
     if args.big_epochs is None:
-        args.big_epochs = 12 if args.device == "cpu" else 300
+        args.big_epochs = 30 if args.device == "cpu" else 300
     small_probe = args.probe_epochs or (args.epochs if args.device == "cpu" else 2000)
     args.probe_epochs = {"small": small_probe, "big": args.big_epochs}
     if not PROBE.exists() or not U225.exists():
