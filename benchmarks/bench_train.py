@@ -239,9 +239,11 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_summary(results: list[dict[str, Any]], args) -> None:
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
-    print(f"{'case':6} {'rows x in':>11} {'rollfit ep/s (med/best)':>24} {'probe eager ep/s':>18} {'ratio med/best':>15}")
+    gpu = f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, device {args.device}{gpu}")
+    print(f"{'case':6} {'rows x in':>11} {'rollfit ep/s (med/best)':>24} {'probe eager ep/s':>18} "
+          f"{'ratio med/best':>15}")
     for res in results:
         s = res["summary"]
         print(f"{res['case']:6} {res['rows']:>7} x {res['inputs']:<2} {s['rollfit_median']:>11.1f} / "

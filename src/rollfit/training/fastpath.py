@@ -491,10 +491,11 @@ class DirectAdam:
     whole rest of a small step); the kernel itself takes ~15 us. This does what ``Adam.step``
     does for ``fused=True`` (add 1 to the step counters, then ``torch._fused_adam_``) with
     the optimizer's own state tensors, so the result and the optimizer's ``state_dict`` are
-    identical; the counters are made views of one tensor, so counting is one kernel. It falls back to ``opt.step()`` for the first
-    step (lazy state creation), whenever the state was replaced (``load_state_dict``), and
-    for any setting it does not reproduce (amsgrad, weight decay, maximize, hooks, a tensor
-    lr, capturable or non-fused Adam, several param groups).
+    identical; the counters are made views of one tensor, so counting is one kernel. It falls
+    back to ``opt.step()`` for the first step (lazy state creation), whenever the state was
+    replaced (``load_state_dict``), and for any setting it does not reproduce (amsgrad,
+    weight decay, maximize, hooks, a tensor lr, capturable or non-fused Adam, several param
+    groups).
     """
 
     def __init__(self, opt: torch.optim.Optimizer):
