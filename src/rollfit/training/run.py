@@ -108,7 +108,7 @@ def prepare(cfg: Config, output: Optional[str | Path] = None, table: Optional[Ro
 
 def make_data(cfg: Config, table: RolloutTable) -> HDF5DataModule:
     """The split and resident tensors of ``table`` on the configured device."""
-    device = resolve_device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device, cfg.trainer.compile, rows=len(table))
     return HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, cfg.data.split_seed, device).setup()
 
 
