@@ -76,12 +76,11 @@ def build_model(cfg: Config, data: HDF5DataModule) -> RegressionNet:
 
 def checkpoint_meta(cfg: Config, table: RolloutTable, data: HDF5DataModule) -> dict[str, Any]:
     """What a checkpoint needs to stand alone, beyond the network's constructor arguments."""
-    t = cfg.trainer
+    t, stats = cfg.trainer, data.stats()
     return {
         "format_version": FORMAT_VERSION, "rollfit_version": __version__,
         "in_lbl": list(cfg.data.in_lbl), "out_lbl": list(cfg.data.out_lbl), "out_attr": list(table.out_attr),
-        "aliases": dict(cfg.data.aliases), "input_min": data.stats()["input_min"],
-        "input_max": data.stats()["input_max"],
+        "aliases": dict(cfg.data.aliases), "input_min": stats["input_min"], "input_max": stats["input_max"],
         "loss": {"recon_type": t.recon_type, "recon_delta": t.recon_delta, "recon_weight": t.recon_weight,
                  "recon_start_epoch": t.recon_start_epoch, "l1_weight": t.l1_weight, "l2_weight": t.l2_weight,
                  "grad_weight": t.grad_weight, "grad_space": t.grad_space},
