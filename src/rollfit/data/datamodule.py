@@ -7,6 +7,7 @@ users who want one.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -17,15 +18,41 @@ from torch.utils.data import Dataset
 from .reader import load_rollouts
 from .table import RolloutTable
 
-MIN_STD = 1e-8
+# A column is constant when its spread is below this fraction of its magnitude (float32 keeps
+# ~7 digits, so a smaller spread is rounding, not information), or when it is exactly zero.
+REL_STD = 1e-6
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 
-def normalization_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and biased std; a NaN or near-zero std becomes 1.0 (one-row files work)."""
+def constant_columns(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of columns without usable spread, judged relative to each column's scale.
+
+    Scale-aware so that data in small units (targets of order 1e-9) keeps its spread: a column
+    is constant when its std is non-finite, zero, below ``REL_STD`` times the column's largest
+    magnitude, or too small to divide by in float32.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    std = v.std(axis=0, ddof=0)
+    scale = np.abs(v).max(axis=0) if len(v) else np.zeros(v.shape[1:])
+    return ~np.isfinite(std) | (std <= REL_STD * scale) | (std < _F32_TINY)
+
+
+def normalization_stats(values: np.ndarray, labels: Sequence[str] | None = None,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and biased std; a constant column (``constant_columns``) gets std 1.0.
+
+    With ``labels`` and at least two rows, each constant column gives one warning naming its
+    label: the model cannot learn anything from (or about) such a column.
+    """
     v = np.asarray(values, dtype=np.float64)
     mean = v.mean(axis=0)
-    std = v.std(axis=0, ddof=0)
-    std = np.where(~np.isfinite(std) | (std < MIN_STD), 1.0, std)
+    const = constant_columns(v)
+    std = np.where(const, 1.0, v.std(axis=0, ddof=0))
+    if labels is not None and len(v) >= 2:
+        for j in np.flatnonzero(const):
+            warnings.warn(f"column '{labels[j]}': expected values that vary, but got a constant column "
+                          f"(std {v[:, j].std():.3g} at magnitude {np.abs(v[:, j]).max():.3g}); it is "
+                          "treated as constant (std 1)", UserWarning, stacklevel=2)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -99,8 +126,8 @@ class HDF5DataModule:
         """Split rows, compute statistics on the training rows, move tensors to the device."""
         tr, va = split_indices(len(self.table), self.train_split, self.split_seed)
         self.train, self.val = self._split(tr), self._split(va)
-        self.input_mean, self.input_std = normalization_stats(self.table.inputs[tr])
-        self.target_mean, self.target_std = normalization_stats(self.table.targets[tr])
+        self.input_mean, self.input_std = normalization_stats(self.table.inputs[tr], self.table.in_lbl)
+        self.target_mean, self.target_std = normalization_stats(self.table.targets[tr], self.table.out_lbl)
         self.input_min = self.table.inputs[tr].min(axis=0)
         self.input_max = self.table.inputs[tr].max(axis=0)
         return self
