@@ -196,3 +196,31 @@ def test_importance_ranks_the_key_that_explains_the_metric():
     imp = results.importance(rows, space, "loss/val")
     assert list(imp) == ["trainer.lr", "model.activation"] and imp["trainer.lr"] == pytest.approx(1.0)
     assert 0.0 <= imp["model.activation"] < 0.5
+
+
+def test_a_million_point_grid_is_refused_before_any_trial(tmp_path):
+    """Issue 15: a 1e6-point sweep ran on with no cap."""
+    text = "".join(f"trainer.{k}: {list(range(1, 11)) if k != 'lr' else [0.1 * i for i in range(1, 11)]}\n"
+                   for k in ("lr", "max_epochs", "lr_patience", "log_period", "save_period", "recon_start_epoch"))
+    with pytest.raises(ConfigError) as exc:
+        _space(tmp_path, text)
+    assert str(exc.value).endswith("space.yaml: expected at most 10000 trials, but got 1,000,000 "
+                                   "(grid 10 x 10 x 10 x 10 x 10 x 10 = 1,000,000 points x 1 samples); sweep fewer values")
+
+
+def test_samples_count_towards_the_trial_cap(tmp_path):
+    from rollfit.sweep.space import check_trials
+
+    space, _ = _space(tmp_path, "trainer.lr: {loguniform: [1.0e-4, 1.0e-1]}\n")
+    assert check_trials(space, None) == 10 and check_trials(space, 10_000) == 10_000
+    with pytest.raises(ConfigError, match=r"expected at most 10000 trials, but got 10,001 \(grid no grid"):
+        check_trials(space, 10_001)
+
+
+def test_space_yaml_gets_the_config_limits(tmp_path):
+    with pytest.raises(ConfigError, match="line 2: expected each key once per mapping, but got 'trainer.lr' again"):
+        _space(tmp_path, "trainer.lr: [0.1]\ntrainer.lr: [0.2]\n")
+    p = tmp_path / "binary.yaml"
+    p.write_bytes(b"trainer.lr: [\xff]\n")
+    with pytest.raises(ConfigError, match=r"expected UTF-8 YAML text, but got a binary or non-UTF-8 file \(byte 13\)"):
+        load_space(p)

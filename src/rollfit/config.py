@@ -9,11 +9,13 @@ This module imports no torch, so the CLI and the docs can read it cheaply.
 from __future__ import annotations
 
 import json
+import os
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError, did_you_mean
 
@@ -21,8 +23,56 @@ ACTIVATIONS = ("gelu", "silu", "relu", "tanh")
 RECON_TYPES = ("mse", "huber", "cauchy", "welsch", "geman", "tukey")
 
 
+# Limits of what a config (or sweep space) file may make rollfit do before validation.
+MAX_CONFIG_BYTES = 1 << 20          # a config is a few hundred bytes; 1 MiB is generous
+MAX_YAML_NODES = 100_000            # nodes after alias expansion (a "billion laughs" file has 1e9)
+MAX_YAML_DEPTH = 50                 # nesting of lists/mappings
+MAX_SEED = 2**32 - 1                # numpy's legacy seeding takes 32-bit seeds
+MAX_MODEL_BYTES = 32 << 30          # estimated training memory of the network (see model_memory)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, v: Any, info: ValidationInfo) -> Any:
+        """No silent coercion: ``true`` is not 1, ``2.5``/``"3"`` is not an int, ``1`` is not true."""
+        if info.field_name is None:
+            return v
+        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation)
+        items = v if isinstance(v, list) and "list" in kinds else [v]
+        for item in items:
+            _check_scalar(item, kinds)
+        return v
+
+
+def _scalar_kinds(annotation: Any) -> set[str]:
+    """Which of int/bool/float/list a field's annotation allows (through Optional/Union/list)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is int:
+        return {"int"}
+    if annotation is bool:
+        return {"bool"}
+    if annotation is float:
+        return {"float"}
+    if origin is list:
+        return {"list"} | _scalar_kinds(args[0] if args else Any)
+    if origin is Union:
+        return set().union(*(_scalar_kinds(a) for a in args))
+    return set()
+
+
+def _check_scalar(v: Any, kinds: set[str]) -> None:
+    """Raise ValueError (one pydantic error line) when ``v`` would be coerced across kinds."""
+    if "bool" in kinds and not isinstance(v, bool) and isinstance(v, (int, float)):
+        raise ValueError("expected true or false")
+    if isinstance(v, bool) and ("int" in kinds or "float" in kinds) and "bool" not in kinds:
+        raise ValueError("expected a number" if "float" in kinds else "expected an integer")
+    if "int" in kinds and "float" not in kinds and isinstance(v, (float, str)):
+        raise ValueError("expected an integer")
+    if "bool" in kinds and isinstance(v, str):
+        raise ValueError("expected true or false")
 
 
 class DataConfig(_Section):
@@ -43,7 +93,8 @@ class DataConfig(_Section):
     train_split: float = Field(
         1.0, gt=0.0, le=1.0,
         description="Fraction of param groups used for training; 1.0 trains and validates on all rows (the seed's default).")
-    split_seed: int = Field(0, description="Seed of the random train/validation split of param groups.")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED,
+                            description="Seed of the random train/validation split of param groups.")
     on_missing: Literal["error", "skip"] = Field(
         "error", description="A successful group lacking an output or param_state: stop with an error, or skip the row.")
     on_nonfinite: Literal["error", "skip"] = Field(
@@ -105,7 +156,7 @@ class TrainerConfig(_Section):
         "data); fused = hand-derived one-pass step; compile = fused under torch.compile; cudagraph = whole "
         "epochs as one CUDA graph; jacobian = autograd with forward-Jacobian penalty; off = the plain "
         "double-backward step (docs/speed.md).")
-    seed: int = Field(0, description="Seed of torch, numpy and python RNGs (weights init, shuffling).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of torch, numpy and python RNGs (weights init, shuffling).")
     deterministic: bool = Field(False, description="Ask torch for deterministic kernels (slower on GPU).")
     on_nonfinite: Literal["stop", "rollback"] = Field(
         "stop", description="A non-finite loss: stop, or restore the last good state and halve the lr (at most 3 times).")
@@ -130,6 +181,34 @@ class Config(_Section):
         """Plain dict (YAML/JSON-safe), as written to ``config.yaml``."""
         return self.model_dump(mode="json")
 
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "Config":
+        """Refuse a network whose estimated training memory is above ``MAX_MODEL_BYTES``."""
+        check_model_size(self.model.layers, len(self.data.in_lbl), len(self.data.out_lbl), self.data.batch_size)
+        return self
+
+
+def model_memory(layers: list[int], n_in: int, n_out: int, batch_size: int) -> tuple[int, int]:
+    """(parameters, estimated training bytes) of an MLP, before anything is allocated.
+
+    Bytes: 16 per parameter (float32 weights, gradients and Adam's two moments) plus, per
+    row of a batch, 4 bytes per hidden unit for each of ~6 passes (forward, backward and the
+    gradient penalty's extra passes keep activations alive). An over-estimate when the data
+    has fewer rows than ``batch_size``.
+    """
+    widths = [n_in, *layers, n_out]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    return params, 16 * params + 6 * 4 * batch_size * sum(layers)
+
+
+def check_model_size(layers: list[int], n_in: int, n_out: int, batch_size: int, where: str = "model.layers") -> None:
+    """ValueError (a ConfigError under ``validate``) when ``model_memory`` is above the limit."""
+    params, need = model_memory(layers, n_in, n_out, batch_size)
+    if need > MAX_MODEL_BYTES:
+        raise ValueError(f"{where}: expected a network whose estimated training memory is at most "
+                         f"{MAX_MODEL_BYTES >> 30} GiB, but got {layers}: {params:.3g} parameters, about "
+                         f"{need / 2**30:.3g} GiB with batch_size {batch_size}; use narrower layers or a smaller batch")
+
 
 SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ModelConfig, "trainer": TrainerConfig}
 
@@ -143,6 +222,8 @@ def _describe_error(err: dict[str, Any], source: str) -> str:
     """One line for one pydantic error: the dotted key, expectation and what was found."""
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)
+    if not loc:  # a whole-config check (model_validator): its message names the key itself
+        return f"{source}: {err['msg'].replace('Value error, ', '')}"
     if err["type"] == "extra_forbidden":
         section = SECTIONS.get(loc[0]) if len(loc) > 1 else None
         known = [f"{loc[0]}.{k}" for k in section.model_fields] if section else list(SECTIONS)
@@ -165,19 +246,101 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError("; ".join(lines)) from None
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with one-line errors for a missing or malformed file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: expected a YAML config file, but it does not exist")
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with duplicate mapping keys an error instead of last-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: the base constructor reports it
+                continue
+            if first is not None:
+                raise ValueError(f"line {line}: expected each key once per mapping, but got '{key}' again "
+                                 f"(first at line {first})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
+    """Nodes ``node`` stands for once every alias is expanded (shared nodes counted each time)."""
+    if depth > MAX_YAML_DEPTH:
+        raise ValueError(f"expected at most {MAX_YAML_DEPTH} levels of nesting, but got more")
+    if id(node) in memo:
+        return memo[id(node)]
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    memo[id(node)] = total = 1 + sum(_expanded_size(c, memo, depth + 1) for c in children)
+    return total
+
+
+def parse_yaml(data: bytes | str, source: str) -> Any:
+    """One YAML document from untrusted bytes, within limits; one-line ConfigErrors.
+
+    Refused: more than ``MAX_CONFIG_BYTES``, binary or non-UTF-8 text, more than
+    ``MAX_YAML_NODES`` nodes after alias expansion ("billion laughs"), nesting deeper than
+    ``MAX_YAML_DEPTH``, and a key repeated in one mapping (named with its line).
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: expected a YAML file of at most {MAX_CONFIG_BYTES >> 20} MiB, "
+                          f"but got {len(raw)} bytes")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: expected UTF-8 YAML text, but got a binary or non-UTF-8 file "
+                          f"(byte {exc.start})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{source}: expected YAML text, but got a binary file (NUL byte at offset {text.index(chr(0))})")
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise ValueError(f"expected at most {MAX_YAML_NODES} values after expanding aliases, but got {size:.3g}")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: expected valid YAML, but parsing failed{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{source}: expected valid YAML, but parsing failed{where}: {problem}") from None
+    except (ValueError, RecursionError) as exc:
+        problem = str(exc) if isinstance(exc, ValueError) else f"expected at most {MAX_YAML_DEPTH} levels of nesting, but got more"
+        raise ConfigError(f"{source}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path, what: str = "a YAML config file") -> Any:
+    """Bytes of ``path`` (at most ``MAX_CONFIG_BYTES`` read) parsed by ``parse_yaml``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: expected {what}, but it does not exist")
+    try:
+        with open(p, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: expected a readable file, but got {exc.strerror or exc}") from None
+    if max(size, len(data)) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: expected a YAML file of at most {MAX_CONFIG_BYTES >> 20} MiB, but got {size} bytes")
+    return parse_yaml(data, str(p))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config mapping, with one-line errors for a missing, malformed or hostile file."""
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping with sections data/model/trainer, but got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping with sections data/model/trainer, but got {type(raw).__name__}")
     return raw
 
 
@@ -191,8 +354,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override '{text}': expected section.key=value with one dot, but got key '{key}'"
                           f"{did_you_mean(key.strip(), all_keys())}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = parse_yaml(value, f"override '{text}'") if value.strip() else None
+    except ConfigError as exc:
+        if "expected valid YAML" not in str(exc):
+            raise
         parsed = value
     return parts, parsed
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 from ..config import Config, validate
 from ..errors import ConfigError, OutputError, RollfitError, did_you_mean, require_package
 from ..io import check_writable
-from .space import SearchSpace, with_values
+from .space import SearchSpace, check_trials, with_values
 
 RAY_HINT = '"rollfit[ray]"'
 METRICS = ("loss/val", "loss/train", "loss/reconstruction", "loss/l1", "loss/l2", "loss/grad_penalty")
@@ -203,6 +203,7 @@ def run_sweep(cfg: Config, space: SearchSpace, output: str | Path, settings: Swe
     from ..training.run import load_table
 
     check_settings(settings)
+    check_trials(space, settings.samples)
     ray = require_package("ray", RAY_HINT, "sweeps")
     output = Path(output).resolve()
     check_output(output)

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from ..config import Config, all_keys, apply_overrides, validate
+from ..config import Config, all_keys, apply_overrides, read_yaml_file, validate
 from ..errors import ConfigError, did_you_mean
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
+# Trials of one sweep (grid points x samples): each trains a network, so more is a typo or a bomb.
+MAX_TRIALS = 10_000
 RANGE_KINDS = ("uniform", "loguniform", "randint")
 # Keys that decide which rows are loaded: the table is read once per sweep, so they cannot vary.
 FIXED_DATA_KEYS = ("data.hdf5_path", "data.in_lbl", "data.out_lbl", "data.aliases", "data.on_missing",
@@ -199,21 +199,26 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
         raise ConfigError(f"{source}: expected a mapping of dotted config keys to distributions, but got {found}")
     raw = flatten(raw)
     check_keys(list(raw), source)
-    return SearchSpace([_parse_param(k, v, source) for k, v in raw.items()], source)
+    space = SearchSpace([_parse_param(k, v, source) for k, v in raw.items()], source)
+    check_trials(space, 1)
+    return space
+
+
+def check_trials(space: SearchSpace, samples: Optional[int]) -> int:
+    """The number of trials (grid points x samples; samples None: 1 with a grid, else 10), at most ``MAX_TRIALS``."""
+    samples = samples or (1 if space.has_grid else 10)
+    grid = space.grid_size()
+    total = grid * samples
+    if total > MAX_TRIALS:
+        shape = " x ".join(str(len(p.values)) for p in space.params if p.is_grid) or "no grid"
+        raise ConfigError(f"{space.source}: expected at most {MAX_TRIALS} trials, but got {total:,} "
+                          f"(grid {shape} = {grid:,} points x {samples:,} samples); sweep fewer values")
+    return total
 
 
 def read_space_yaml(path: str | Path) -> Any:
     """The YAML document of a space file, with one-line errors for a missing or malformed file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: expected a search-space YAML file, but it does not exist")
-    try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", exc)
-        raise ConfigError(f"{p}: expected valid YAML, but parsing failed{where}: {problem}") from None
+    return read_yaml_file(path, "a search-space YAML file")
 
 
 def load_space(path: str | Path, base: Optional[Config] = None) -> SearchSpace:
