@@ -7,12 +7,18 @@ units. Only ``<math.h>`` is used (``erff`` for gelu, ``expf`` for silu, ``tanhf`
 with ``-lm``. Everything is ``static``, so the header can be included in several
 translation units. The self-check compiles a small program with the system C compiler
 (``$CC``, else ``cc``) and compares its output with PyTorch.
+
+Labels and file names from the checkpoint are data: they appear only as escaped string
+literals or as whitelisted comment text, and the self-check compiles only a header that
+passes the audit of ``c_safety`` (see there).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import MissingDependency, OutputError
+from .c_safety import audit_header, c_comment, c_ident, c_string, check_definitions
 from .common import ExportInfo, UnitsModel
 
 EXTENSION = ".h"
@@ -34,22 +41,15 @@ ACTIVATIONS_C = {
 
 # ----------------------------------------------------------------------------- rendering
 def c_float(v: float) -> str:
-    """A float32 value as a C literal that reads back to the same float."""
+    """A finite float32 value as a C literal that reads back to the same float."""
+    if not np.isfinite(np.float32(v)):
+        raise OutputError(f"c export: expected finite numbers in the header, but got {v}")
     return np.format_float_scientific(np.float32(v), unique=True, trim="0") + "f"
 
 
-def c_string(s: str) -> str:
-    """A C string literal (quotes, backslashes and non-printable bytes escaped)."""
-    out = []
-    for b in s.encode("utf-8"):
-        ch = chr(b)
-        out.append("\\" + ch if ch in '"\\' else ch if 32 <= b < 127 and ch != "?" else f"\\{b:03o}")
-    return '"' + "".join(out) + '"'
-
-
-def c_comment(s: str) -> str:
-    """Text safe inside a ``/* */`` comment."""
-    return s.replace("*/", "* /")
+def _labels(kind: str, labels: list[str]) -> str:
+    """The ``<kind>`` label strings as an initializer, each through the strict escaper."""
+    return ", ".join(c_string(s, f"{kind} label {j + 1}") for j, s in enumerate(labels))
 
 
 def _array(name: str, values: np.ndarray, per_line: int = 8) -> str:
@@ -70,7 +70,8 @@ def _activations(net: nn.Module) -> set[str]:
 
 def _linears(net: nn.Module) -> list[tuple[str, nn.Linear]]:
     """(tag, Linear) of the MLP in state_dict order, tags used as array names."""
-    return [(n.replace(".", "_"), m) for n, m in net.mlp.named_modules() if isinstance(m, nn.Linear)]
+    return [(c_ident(n.replace(".", "_"), "a layer name"), m) for n, m in net.mlp.named_modules()
+            if isinstance(m, nn.Linear)]
 
 
 def _dense_call(p: str, tag: str, lin: nn.Linear, x: str, y: str) -> str:
@@ -116,7 +117,7 @@ def _body_sequential(p: str, net: nn.Module) -> str:
 
 def render_header(units: UnitsModel, info: ExportInfo) -> str:
     """The header's text."""
-    net, p = units.net, info.name
+    net, p = units.net, c_ident(info.name, "the name")
     widths = [m.out_features for _, m in _linears(net)] + [net.input_dim]
     acts_used = _activations(net)
     guard = f"ROLLFIT_{p.upper()}_H"
@@ -129,9 +130,9 @@ def render_header(units: UnitsModel, info: ExportInfo) -> str:
            "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
            f"#define {p.upper()}_N_INPUTS {len(info.in_lbl)}\n#define {p.upper()}_N_OUTPUTS {len(info.out_lbl)}\n\n",
            f"static const char *const {p}_input_labels[{len(info.in_lbl)}] = "
-           f"{{{', '.join(c_string(s) for s in info.in_lbl)}}};\n",
+           f"{{{_labels('input', info.in_lbl)}}};\n",
            f"static const char *const {p}_output_labels[{len(info.out_lbl)}] = "
-           f"{{{', '.join(c_string(s) for s in info.out_lbl)}}};\n",
+           f"{{{_labels('output', info.out_lbl)}}};\n",
            f"/* {info.range_kind} of each input */\n",
            _array(f"{p}_input_low", info.lo), _array(f"{p}_input_high", info.hi),
            _array(f"{p}_input_mean", net.input_mean), _array(f"{p}_input_std", net.input_std)]
@@ -206,28 +207,55 @@ def compile_driver(header: Path, info: ExportInfo, workdir: Path, cc: str | None
     main_c, exe = workdir / "rollfit_check_main.c", workdir / "rollfit_check"
     main_c.write_text(driver_source(header, info))
     cmd = [cc or compiler(), *flags, "-I", str(header.parent), "-o", str(exe), str(main_c), "-lm"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if res.returncode != 0:
-        first = (res.stderr.strip().splitlines() or ["(no message)"])[0]
-        raise OutputError(f"{header.name}: expected the generated header to compile, but {Path(cmd[0]).name} "
+        lines = res.stderr.strip().splitlines() or ["(no message)"]
+        first = next((ln for ln in lines if "error" in ln), lines[0]).replace(str(workdir) + os.sep, "")
+        raise OutputError(f"c export: expected the generated header to compile, but {Path(cmd[0]).name} "
                           f"failed: {first}")
     return exe
 
 
 def run_driver(exe: Path, x: np.ndarray) -> np.ndarray:
-    """Feed ``x`` (N, D) to a compiled driver; its (N, K) outputs."""
+    """Feed ``x`` (N, D) to a compiled driver (run in its own folder); its (N, K) outputs."""
     text = f"{len(x)}\n" + "\n".join(" ".join(f"{v:.9e}" for v in row) for row in np.asarray(x, np.float32)) + "\n"
-    res = subprocess.run([str(exe)], input=text, capture_output=True, text=True)
+    res = subprocess.run([str(exe)], input=text, capture_output=True, text=True, cwd=exe.parent)
     if res.returncode != 0:
         raise OutputError(f"{exe.name}: expected the compiled check program to run, but it exited with "
                           f"{res.returncode}: {res.stderr.strip()[:200]}")
     return np.array([[float(v) for v in line.split()] for line in res.stdout.splitlines() if line.strip()])
 
 
+def own_functions(p: str) -> set[str]:
+    """The functions a header with prefix ``p`` may define."""
+    return {f"{p}_dense", f"{p}_predict", *(f"{p}_{a}" for a in ACTIVATIONS_C)}
+
+
+def own_arrays(p: str) -> re.Pattern:
+    """The array names a header with prefix ``p`` may define."""
+    return re.compile(rf"{p}_(?:input_labels|output_labels|input_(?:low|high|mean|std)|target_(?:mean|std)|"
+                      rf"[A-Za-z0-9_]+_[wb])\Z")
+
+
 def evaluate(path: Path, x: np.ndarray, info: ExportInfo) -> np.ndarray:
-    """Outputs of the header at ``path`` for ``x``: compiled with the system C compiler."""
-    exe = compile_driver(path, info, path.parent)
-    return run_driver(exe, x)
+    """Outputs of the header at ``path`` for ``x``, compiled with the system C compiler.
+
+    Nothing is compiled before the header passes ``audit_header`` and ``check_definitions``
+    (only rollfit's own static definitions; no attributes, asm, pragmas or foreign
+    includes, so no constructor runs). Compiled and run in a fresh private folder
+    (``mkdtemp``, mode 0700) under a fixed file name, removed afterwards.
+    """
+    text = path.read_bytes().decode("latin-1")
+    audit_header(text, info.name)
+    cc = compiler()
+    work = Path(tempfile.mkdtemp(prefix="rollfit-cc-"))
+    try:
+        header = work / "rollfit_header.h"
+        header.write_text(text, encoding="latin-1")
+        check_definitions(cc, header, own_functions(info.name), own_arrays(info.name))
+        return run_driver(compile_driver(header, info, work, cc), x)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def check_available() -> None:
