@@ -160,3 +160,52 @@ def test_random_expressions_evaluate_like_their_tree(pair, negate):
     text, value = pair
     text, value = (f"-{text}", -value) if negate else (text, value)
     assert parse_expression(text).evaluate({}) == pytest.approx(value)
+
+
+# ----------------------------------------------------------------------------- issue 15: hostile expressions
+@pytest.mark.parametrize("text, reason", [
+    ("9**9**9", "column 4: expected an exponent of at most 100 in size, but got 3.8742e+08"),
+    ("1/0", "column 1: expected a non-zero divisor, but got division by zero"),
+    ("gait_stride/(2-2)", "column 1: expected a non-zero divisor, but got division by zero"),
+    ("0^-1", "column 1: expected a non-zero base for a negative power, but got 0^-1"),
+    ("(-8)^(1/3)", "column 2: expected a real result, but got a negative base to a fractional power ((-8)^0.333333)"),
+    ("gait_stride^1000", "column 13: expected an exponent of at most 100 in size, but got 1000"),
+    ("1e308*10", "column 1: expected a finite value, but got an overflow (1e+308 * 10)"),
+    ("1e999", "column 1: expected a finite number, but got '1e999'"),
+    ("(" * 150 + "gait_stride" + ")" * 150,
+     "column 101: expected at most 100 levels of nesting (parentheses, signs, powers), but got '('"),
+    ("-" * 300 + "gait_stride", "column 101: expected at most 100 levels of nesting (parentheses, signs, powers), "
+                                "but got '-'"),
+    ("(" * 300 + "gait_stride" + ")" * 300,
+     "column 511: expected an expression of at most 500 numbers, labels and operators, but got more"),
+    ("+".join(["gait_stride"] * 3000), "column 2001: expected an expression of at most 2000 characters, but got 35999"),
+])
+def test_hostile_expressions_are_one_error_each(text, reason):
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(text, INPUTS)
+    assert info.value.reason == f"expression, {reason}"
+    shown, caret = str(info.value).splitlines()[1:]
+    assert len(shown) < 160 and shown[caret.index("^")] in text
+
+
+@pytest.mark.parametrize("text, always", [("1=2", "false"), ("2*3 <= 6", "true"), ("(1) > 2", "false")])
+def test_constant_constraints_are_refused(text, always):
+    with pytest.raises(ExpressionError) as info:
+        parse_constraint(text, INPUTS)
+    assert info.value.reason == (f"constraint '{text}', column 1: expected a constraint on at least one label, "
+                                 f"but got a constant one, always {always}")
+
+
+def test_long_constraints_are_named_shortly():
+    text = "+".join(["gait_stride"] * 20) + "=gait_cadnce"
+    with pytest.raises(ExpressionError) as info:
+        parse_constraint(text, INPUTS)
+    assert info.value.reason.startswith(f"constraint '{text[:60]}...', column {len(text) - 10}: expected an input label")
+
+
+def test_folding_keeps_values_and_float_evaluation_never_raises():
+    assert parse_expression("2^3^2 * gait_stride - 1/4", INPUTS).root.b.kind == "num"
+    assert parse_expression("2^3^2 * gait_stride - 1/4", INPUTS)({"gait_stride": 2.0}) == pytest.approx(1023.75)
+    e = parse_expression("1/gait_stride + gait_stride^0.5", INPUTS)
+    assert e({"gait_stride": 0.0}) == float("inf")
+    assert e({"gait_stride": -1.0}) != e({"gait_stride": -1.0})  # nan, as torch would give

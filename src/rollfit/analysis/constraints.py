@@ -19,9 +19,16 @@ left and is right-associative, as in Python: ``-a^2 = -(a^2)``, ``2^3^2 = 2^9``)
 A NAME is ``[A-Za-z_][A-Za-z0-9_]*``; a label with other characters (``metabolic/cot/MA/mean``)
 is written in quotes or backticks. Errors are ``ExpressionError`` (a ``ConfigError``) whose
 message gives the column and shows the expression with a caret under the problem.
+
+Limits, so no text can hang or crash the parser: at most ``MAX_CHARS`` characters and
+``MAX_TOKENS`` tokens, ``MAX_DEPTH`` levels of nesting (parentheses, signs, powers), constant
+exponents of at most ``MAX_EXPONENT`` in size. Constant parts are folded at parse time, so
+``1/0``, ``0^-1``, ``(-8)^(1/3)`` or an overflow are errors before anything runs, and a
+constraint without any label (``1=2``) is refused.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
@@ -33,6 +40,11 @@ from ..errors import ConfigError, did_you_mean, listing
 Value = Union[torch.Tensor, float]
 Env = Mapping[str, Value]
 COMPARATORS = ("==", "<=", ">=", "=", "<", ">")
+MAX_CHARS = 2000
+MAX_TOKENS = 500
+MAX_DEPTH = 100
+MAX_EXPONENT = 100
+_SHOWN = 70  # characters of a long expression shown on each side of the caret
 _TOKEN_RE = re.compile(r"""
     (?P<ws>\s+)
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
@@ -52,7 +64,10 @@ class ExpressionError(ConfigError):
     def __init__(self, where: str, text: str, column: int, expected: str, got: str, hint: str = ""):
         self.where, self.text, self.column = where, text, column
         self.reason = f"{where}, column {column}: expected {expected}, but got {got}{hint}"
-        super().__init__(f"{self.reason}\n    {text}\n    {' ' * (column - 1)}^")
+        lo = max(0, column - 1 - _SHOWN)
+        shown = ("..." if lo else "") + text[lo:column - 1 + _SHOWN] + ("..." if len(text) > column - 1 + _SHOWN else "")
+        caret = column - 1 - lo + (3 if lo else 0)
+        super().__init__(f"{self.reason}\n    {shown}\n    {' ' * caret}^")
 
 
 @dataclass(frozen=True)
@@ -65,14 +80,22 @@ class Token:
 
 def tokenize(text: str, where: str = "expression") -> list[Token]:
     """Split ``text`` into tokens (ending with an ``end`` token); unknown characters are errors."""
+    if len(text) > MAX_CHARS:
+        raise ExpressionError(where, text, MAX_CHARS + 1, f"an expression of at most {MAX_CHARS} characters",
+                              f"{len(text)}")
     tokens, pos = [], 0
     while pos < len(text):
+        if len(tokens) >= MAX_TOKENS:
+            raise ExpressionError(where, text, pos + 1, f"an expression of at most {MAX_TOKENS} numbers, labels "
+                                  "and operators", "more")
         m = _TOKEN_RE.match(text, pos)
         if m is None:
             raise ExpressionError(where, text, pos + 1, "a number, a label, an operator or a parenthesis",
                                   f"'{text[pos]}'")
         kind, tok = m.lastgroup, m.group()
         if kind == "number":
+            if not math.isfinite(float(tok)):
+                raise ExpressionError(where, text, pos + 1, "a finite number", f"'{tok}'")
             tokens.append(Token("number", tok, float(tok), pos))
         elif kind == "name":
             tokens.append(Token("name", tok, tok, pos))
@@ -98,10 +121,32 @@ class Node:
     b: Optional["Node"] = None
 
 
+def _div(x: Value, y: Value) -> Value:
+    """``x / y``; with plain floats, IEEE results (inf, nan) instead of ZeroDivisionError, as torch gives."""
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or y != 0:
+        return x / y
+    return math.nan if x == 0 or math.isnan(x) else math.copysign(math.inf, x) * math.copysign(1.0, y)
+
+
+def _pow(x: Value, y: Value) -> Value:
+    """``x ** y``; with plain floats, inf/nan instead of exceptions or complex numbers, as torch gives."""
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        return x ** y
+    try:
+        value = x ** y
+    except (ZeroDivisionError, OverflowError):
+        return math.inf
+    return math.nan if isinstance(value, complex) else value
+
+
 _BINARY: dict[str, Callable[[Value, Value], Value]] = {
-    "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
-    "/": lambda x, y: x / y, "^": lambda x, y: x ** y,
+    "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": _div, "^": _pow,
 }
+
+
+def _short(text: str, n: int = 60) -> str:
+    """``text``, or its first ``n`` characters and '...' (error messages name long expressions)."""
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _describe(tok: Token) -> str:
@@ -113,7 +158,7 @@ class _Parser:
 
     def __init__(self, text: str, where: str, names: Optional[Sequence[str]], name_kind: str):
         self.text, self.where, self.names, self.name_kind = text, where, names, name_kind
-        self.tokens, self.i = tokenize(text, where), 0
+        self.tokens, self.i, self.depth = tokenize(text, where), 0, 0
 
     @property
     def tok(self) -> Token:
@@ -129,6 +174,12 @@ class _Parser:
             return self.tokens[self.i - 1]
         return None
 
+    def enter(self, tok: Token) -> None:
+        """One level deeper (a parenthesis, a sign or an exponent); bounded, so no RecursionError."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(tok, f"at most {MAX_DEPTH} levels of nesting (parentheses, signs, powers)")
+
     def expr(self) -> Node:
         node = self.term()
         while (op := self.take("+", "-")) is not None:
@@ -143,14 +194,19 @@ class _Parser:
 
     def unary(self) -> Node:
         if (op := self.take("+", "-")) is not None:
+            self.enter(op)
             inner = self.unary()
+            self.depth -= 1
             return Node("neg", op.pos, a=inner) if op.value == "-" else inner
         return self.power()
 
     def power(self) -> Node:
         base = self.atom()
-        if self.take("^") is not None:
-            return Node("^", base.pos, a=base, b=self.unary())
+        if (op := self.take("^")) is not None:
+            self.enter(op)
+            exponent = self.unary()
+            self.depth -= 1
+            return Node("^", base.pos, a=base, b=exponent)
         return base
 
     def atom(self) -> Node:
@@ -162,9 +218,11 @@ class _Parser:
             self.i += 1
             return Node("name", tok.pos, value=self.check_name(tok))
         if self.take("(") is not None:
+            self.enter(tok)
             node = self.expr()
             if self.take(")") is None:
                 raise self.fail(self.tok, "')' to close the '(' at column " f"{tok.pos + 1}")
+            self.depth -= 1
             return node
         raise self.fail(tok, "a number, a label or '('")
 
@@ -177,9 +235,43 @@ class _Parser:
         return name
 
     def end(self, node: Node, expected: str) -> Node:
+        """``node`` with its constant parts folded, if the tokens end here."""
         if self.tok.kind != "end":
             raise self.fail(self.tok, expected)
-        return node
+        return self.fold(node)
+
+    def fold(self, node: Node) -> Node:
+        """Constant subtrees computed now, with every arithmetic problem an ExpressionError."""
+        if node.kind in ("num", "name"):
+            return node
+        a = self.fold(node.a)  # type: ignore[arg-type]
+        if node.kind == "neg":
+            return Node("num", node.pos, value=-a.value) if a.kind == "num" else Node("neg", node.pos, a=a)
+        b = self.fold(node.b)  # type: ignore[arg-type]
+        if node.kind == "^" and b.kind == "num" and abs(b.value) > MAX_EXPONENT:  # type: ignore[arg-type]
+            raise self.problem(b, f"an exponent of at most {MAX_EXPONENT} in size", f"{b.value:g}")
+        if node.kind == "/" and b.kind == "num" and b.value == 0:
+            raise self.problem(node, "a non-zero divisor", "division by zero")
+        if a.kind != "num" or b.kind != "num":
+            return Node(node.kind, node.pos, a=a, b=b)
+        return Node("num", node.pos, value=self.constant(node, float(a.value), float(b.value)))  # type: ignore[arg-type]
+
+    def constant(self, node: Node, x: float, y: float) -> float:
+        """``x op y`` for a folded node; division by zero, complex or non-finite results are errors."""
+        if node.kind == "^" and x == 0 and y < 0:
+            raise self.problem(node, "a non-zero base for a negative power", f"0^{y:g}")
+        if node.kind == "^" and x < 0 and not y.is_integer():
+            raise self.problem(node, "a real result", f"a negative base to a fractional power (({x:g})^{y:g})")
+        try:
+            value = float(_BINARY[node.kind](x, y))
+        except OverflowError:  # float * float does not raise; kept for safety
+            value = math.inf
+        if not math.isfinite(value):
+            raise self.problem(node, "a finite value", f"an overflow ({x:g} {node.kind} {y:g})")
+        return value
+
+    def problem(self, node: Node, expected: str, got: str) -> ExpressionError:
+        return ExpressionError(self.where, self.text, node.pos + 1, expected, got)
 
 
 def parse_expression(text: str, names: Optional[Sequence[str]] = None, *, where: str = "expression",
@@ -195,7 +287,7 @@ def parse_expression(text: str, names: Optional[Sequence[str]] = None, *, where:
 def parse_constraint(text: str, names: Optional[Sequence[str]] = None, *, where: Optional[str] = None,
                      name_kind: str = "an input label") -> "Constraint":
     """Parse ``lhs OP rhs`` with one comparison ``= == <= >= < >`` (strict ones act as non-strict)."""
-    where = where or f"constraint '{text}'"
+    where = where or f"constraint '{_short(text)}'"
     p = _Parser(text, where, names, name_kind)
     if p.tok.kind == "end":
         raise p.fail(p.tok, "a constraint such as 'a*b=1.2' or 'a<=1.3'")
@@ -204,6 +296,12 @@ def parse_constraint(text: str, names: Optional[Sequence[str]] = None, *, where:
     if op is None:
         raise p.fail(p.tok, "an operator or a comparison (= <= >= < >)")
     rhs = p.end(p.expr(), "an operator (+ - * / ^) or the end of the constraint (one comparison only)")
+    lhs = p.fold(lhs)
+    if lhs.kind == "num" and rhs.kind == "num":
+        holds = Constraint(text, str(op.value), Expression(text, lhs), Expression(text, rhs)).violation(
+            float(lhs.value) - float(rhs.value)) == 0  # type: ignore[arg-type]
+        raise p.problem(Node("num", 0), "a constraint on at least one label",
+                        f"a constant one, always {'true' if holds else 'false'}")
     return Constraint(text, str(op.value), Expression(text, lhs), Expression(text, rhs))
 
 
@@ -286,7 +384,7 @@ def parse_target(text: str, out_lbl: Sequence[str]) -> Expression:
     """The objective: one output label as written, or an expression over output labels."""
     if text in out_lbl:
         return Expression(text, Node("name", 0, value=text))
-    return parse_expression(text, out_lbl, where=f"target '{text}'", name_kind="an output label")
+    return parse_expression(text, out_lbl, where=f"target '{_short(text)}'", name_kind="an output label")
 
 
 def parse_constraints(texts: Iterable[str], names: Sequence[str]) -> list[Constraint]:
