@@ -184,3 +184,57 @@ def test_cached_load_of_100k_rows_is_fast(tmp_path):
         warnings.simplefilter("error")
         t = load_rollouts(path, IN, OUT, cache_dir=tmp_path / "cache")
     assert len(t) == n and time.perf_counter() - t0 < 0.5
+
+
+def _rewrite_in_place(path: Path, new: Path) -> None:
+    """Give ``path`` the bytes of ``new`` keeping its inode, size and atime/mtime (issue 15's stale case)."""
+    st, data = path.stat(), new.read_bytes()
+    assert len(data) == st.st_size
+    with open(path, "r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def test_file_rewritten_in_place_with_size_mtime_and_inode_kept_misses(tmp_path):
+    path, cache = _file(tmp_path / "r.h5"), tmp_path / "cache"
+    first = _load(path, cache)
+    _rewrite_in_place(path, _file(tmp_path / "other.h5", scale=2.0))
+    second = _load(path, cache)
+    np.testing.assert_allclose(second.targets, 2 * first.targets, rtol=1e-6)
+
+
+def test_content_alone_changes_the_key(tmp_path, monkeypatch):
+    """Even with every stat field equal (ctime restored by a clock change), new content misses."""
+    from rollfit.data import cache as cache_mod
+
+    path, other = _file(tmp_path / "r.h5"), _file(tmp_path / "other.h5", scale=2.0)
+    settings = LoadSettings(IN, OUT, ["metabolic/cot/MA/mean"], "error", "error")
+    frozen, store = os.stat(path), RowCache(tmp_path / "cache")
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod.os, "stat", lambda p, *a, **k: frozen)
+        before = store.key(path, settings)
+    _rewrite_in_place(path, other)
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod.os, "stat", lambda p, *a, **k: frozen)
+        after = store.key(path, settings)
+    assert before.entry == after.entry and before.text != after.text
+    assert '"ctime_ns"' in after.text and '"content"' in after.text
+
+
+def test_big_files_are_hashed_by_samples(tmp_path, monkeypatch):
+    from rollfit.data import cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "WHOLE_HASH_BYTES", 1 << 16)
+    monkeypatch.setattr(cache_mod, "SAMPLE_BLOCK", 1 << 10)
+    p = tmp_path / "big.bin"
+    data = bytearray(os.urandom(1 << 20))
+    p.write_bytes(data)
+    d0 = cache_mod.content_digest(p, len(data))
+    data[-1] ^= 1  # the last block is always sampled
+    p.write_bytes(data)
+    d1 = cache_mod.content_digest(p, len(data))
+    data[0] ^= 1
+    p.write_bytes(data)
+    assert len({d0, d1, cache_mod.content_digest(p, len(data))}) == 3
