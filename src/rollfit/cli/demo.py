@@ -10,33 +10,33 @@ ORDER = 0
 import argparse
 from pathlib import Path
 
-from .main import add_debug
+from .args import SEED, command, integer, load_config_args
 
 DEMO_OVERRIDES = ["trainer.max_epochs=3001", "trainer.lr=0.01", "trainer.save_period=1000",
                   "trainer.log_period=50", "data.train_split=0.8"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train on built-in synthetic data", description=(
+    p = command(sub, "demo", "overrides", help="train on built-in synthetic data", description=(
         "Write a synthetic rollout file (a known U-shaped cost over gait_stride and gait_cadence, with noise, "
         "outliers and failed runs) and train a surrogate on it."))
-    p.add_argument("--output", default="rollfit_demo", help="folder for the data file and the run (default: %(default)s)")
-    p.add_argument("--groups", type=int, default=400, help="number of param groups to simulate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=500")
-    add_debug(p)
+    p.add_argument("--output", metavar="DIR", default="rollfit_demo",
+                   help="new folder for the data file and the run (default: %(default)s)")
+    p.add_argument("--groups", type=integer(20, 1_000_000), default=400, metavar="N",
+                   help="number of param groups to simulate, 20 to 1000000 (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, metavar="N",
+                   help="seed of the synthetic data (default: %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    cfg = load_config_args(args, DEMO_OVERRIDES)  # checked before anything is written
     from ..data.synthetic import make_demo_file
-    from ..training.run import train
+    from ..pipeline.run import train
 
     out = Path(args.output)
     data_file = make_demo_file(out / "rollout_data.h5", n=args.groups, seed=args.seed)
     print(f"wrote synthetic rollouts: {data_file}")
-    cfg = load_config(None, DEMO_OVERRIDES + list(args.overrides))
     cfg.data.hdf5_path = str(data_file.resolve())
     cfg.data.cache = False
     result = train(cfg, out / "run")

@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any, Mapping
 
-from .main import add_debug
+from .args import COUNT, add_list, check_paths, check_run, command, deprecated, integer
 
 TRAINING_NOTE = ("note: train_split was 1.0, so these rows were also used for training: these are training "
                  "metrics, not an estimate of accuracy on new inputs; run `rollfit evaluate --run {run} --cv 5` "
@@ -23,17 +23,19 @@ TRAINING_NOTE_CV = ("note: train_split was 1.0, so the rows above were also used
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="accuracy of a trained run (RMSE, MAE, R^2, max error)", description=(
+    p = command(sub, "evaluate", "run", "activation", "outputs", "json",
+                help="accuracy of a trained run (RMSE, MAE, R^2, max error)", description=(
         "Metrics in original units per output on the run's validation rows (or on every row of --hdf5 files); "
-        "writes metrics.json in the run folder. --cv K: K-fold cross-validation that retrains the run's config."))
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder (newest checkpoint) or a checkpoint file")
-    p.add_argument("--hdf5", nargs="+", metavar="PATH", help="evaluate on every row of these rollout file(s) instead")
-    p.add_argument("--cv", type=int, metavar="K", help="also run K-fold cross-validation (retrains K models)")
-    p.add_argument("--cv-epochs", type=int, metavar="N", help="epochs per cross-validation fold (default: the run's)")
-    p.add_argument("--workers", type=int, metavar="N", help="folds trained at once (default: one per core on CPU)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--activation", help="activation of an original-pipeline run that does not record it")
-    add_debug(p)
+        "writes metrics_<rows>.json in the run folder (or --output). --cv K: K-fold cross-validation that "
+        "retrains the run's config."))
+    add_list(p, "--hdf5", metavar="PATH", help="evaluate on every row of these rollout file(s) instead")
+    p.add_argument("--cv", type=integer(2, what="K", unit=" folds"), metavar="K",
+                   help="also run K-fold cross-validation (retrains K models)")
+    p.add_argument("--cv-epochs", type=integer(1, what="a number of epochs"), metavar="N",
+                   help="epochs per cross-validation fold (default: the run's)")
+    p.add_argument("--concurrent", type=COUNT, metavar="K",
+                   help="folds trained at once (default: one per core on CPU)")
+    deprecated(p, "--workers", "--concurrent K", dest="concurrent", type=COUNT)
     p.set_defaults(func=run)
 
 
@@ -65,24 +67,23 @@ def cv_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..analysis.evaluate import cross_validate, evaluate_run, json_safe, write_cv, write_metrics
+    check_run(args.run)
+    check_paths(args.hdf5)
+    from ..analysis.evaluate import evaluate_run, json_safe, save_or_warn, write_cv, write_metrics
     from ..analysis.surrogate import Surrogate
-    from ..errors import ConfigError
+    from ..pipeline.cv import cross_validate
 
-    if args.cv_epochs is not None and args.cv_epochs < 1:
-        raise ConfigError(f"--cv-epochs: expected a positive number of epochs, but got {args.cv_epochs}")
-    if args.cv is not None and args.cv < 2:
-        raise ConfigError(f"--cv: expected K >= 2 folds, but got {args.cv}")
     s = Surrogate.load(args.run, activation=args.activation)
+    folder = s.folder if args.output is None else s.folder.with_output(args.output)
     hdf5 = (args.hdf5 if len(args.hdf5) > 1 else args.hdf5[0]) if args.hdf5 else None
     ev = evaluate_run(s, hdf5=hdf5)
-    paths = [write_metrics(s.run_dir, ev)]
+    paths = [save_or_warn(lambda: write_metrics(folder, ev))]
     cv = None
     if args.cv is not None:
         overrides = [f"trainer.max_epochs={args.cv_epochs}"] if args.cv_epochs else []
-        cv = cross_validate(s, args.cv, hdf5=hdf5, overrides=overrides, workers=args.workers,
+        cv = cross_validate(s, args.cv, hdf5=hdf5, overrides=overrides, workers=args.concurrent,
                             progress=not args.json)
-        paths.append(write_cv(s.run_dir, cv))
+        paths.append(save_or_warn(lambda: write_cv(folder, cv)))
     note = "" if not ev.training_metrics else TRAINING_NOTE_CV if cv else TRAINING_NOTE.format(run=args.run)
     if args.json:
         print(json.dumps(json_safe({"metrics": ev.to_json(), "cv": cv.to_json() if cv else None}), indent=2))
@@ -98,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         print(cv_table(cv.summary()))
         print("all out-of-fold predictions together:")
         print(metrics_table(cv.pooled()))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    if any(paths):
+        print("wrote " + ", ".join(str(p) for p in paths if p))
     return 0

@@ -6,31 +6,40 @@ ORDER = 2
 import argparse
 import json
 
-from .main import add_debug
+from .args import add_list, check_file, check_paths, command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="summarize rollout file(s)", description=(
+    p = command(sub, "inspect", "hdf5", "config", "json", help="summarize rollout file(s)", description=(
         "Summarize rollout files: groups, successes, failures, parameter names, attributes and value "
-        "ranges; with labels (or --config), what training would load."))
-    p.add_argument("--hdf5", nargs="+", required=True, metavar="PATH", help="rollout file(s), a directory or a glob")
-    p.add_argument("--in-lbl", nargs="+", metavar="LABEL", help="input labels to check")
-    p.add_argument("--out-lbl", nargs="+", metavar="LABEL", help="output labels to check")
-    p.add_argument("--config", help="take labels and aliases from this config")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    add_debug(p)
+        "ranges; with labels (or --config), what training would load. A label that cannot be loaded is "
+        "an error (exit code 2) after the summary."))
+    add_list(p, "--in-lbl", metavar="LABEL", help="input labels to check")
+    add_list(p, "--out-lbl", metavar="LABEL", help="output labels to check")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..data.inspect import format_summary, summarize_rollouts
+    from ..errors import DataError, DataFileNotFound
 
+    check_paths(args.hdf5)
+    check_file(args.config, "--config", "a YAML config file")
     in_lbl, out_lbl, aliases = args.in_lbl, args.out_lbl, None
     if args.config:
         cfg = load_config(args.config)
         in_lbl, out_lbl, aliases = in_lbl or cfg.data.in_lbl, out_lbl or cfg.data.out_lbl, cfg.data.aliases
-    path = args.hdf5 if len(args.hdf5) > 1 else args.hdf5[0]
-    summary = summarize_rollouts(path, in_lbl=in_lbl, out_lbl=out_lbl, aliases=aliases)
-    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    configured = cfg.data.hdf5_path if args.config else None
+    paths = args.hdf5 or ([configured] if isinstance(configured, str) else configured)
+    if not paths:
+        raise DataFileNotFound("--hdf5: expected rollout file(s) to inspect, but got none (nor data.hdf5_path "
+                               "in a --config)")
+    from ..data.inspect import format_summary, summarize_rollouts
+
+    summary = summarize_rollouts(paths if len(paths) > 1 else paths[0], in_lbl=in_lbl, out_lbl=out_lbl,
+                                 aliases=aliases)
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary), flush=True)
+    error = summary.get("load", {}).get("error")
+    if error:
+        raise DataError(error)
     return 0

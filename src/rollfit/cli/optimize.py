@@ -3,8 +3,14 @@
 Prints a table (inputs, predicted outputs, constraint residuals, distance to the nearest
 training point, warnings) or, with ``--json``, one JSON object for scripts. Exit code 0
 when a feasible optimum was found, 1 when the constraints cannot be met (the closest point
-is still printed), 2 for a usage error. The option parsers here are shared with
-``rollfit sweep-optimum``.
+is still printed), 2 for a usage error.
+
+``--vary NAME=LO:HI:STEPS`` traces the optimum along swept values (the grid of all
+combinations when repeated): a NAME that is an input is fixed at each value, any other NAME
+is a symbol for the constraints, e.g. ``--constraint "gait_stride*gait_cadence=speed"
+--vary speed=0.8:1.4:13`` gives the cheapest gait at each speed. All points are optimized
+together as one batch; a CSV (one row per point) and a PNG along the first name are
+written. (``rollfit sweep-optimum`` is the old, deprecated name of this.)
 """
 from __future__ import annotations
 
@@ -13,81 +19,76 @@ ORDER = 8
 import argparse
 import json
 import math
+import re
 import sys
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .main import add_debug
+from .args import (SEED, add_list, check_run, command, integer, parse_assignments, parse_number,
+                   split_assignment)
+
+MAX_STARTS = 100_000
+MAX_VARY_POINTS = 10_000  # sweep points of --vary (all combinations)
+MAX_BATCH = 2_000_000  # sweep points x starts, optimized as one batch
+PATH_CSV = "optimum_path.csv"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("optimize", help="find the inputs that minimize (or maximize) an output", description=(
+    p = command(sub, "optimize", "run", "activation", "json",
+                help="find the inputs that minimize (or maximize) an output, or trace the optimum (--vary)",
+                description=(
         "Find the inputs of a trained run that minimize (--maximize: maximize) an output or a weighted sum of "
         "outputs, within the training range or given bounds, with inputs fixed and constraints such as "
-        "'gait_stride*gait_cadence=1.2'. Many starts are optimized together; the best feasible one wins."))
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (inputs, outputs, constraints, feasible, ...)")
+        "'gait_stride*gait_cadence=1.2'. Many starts are optimized together; the best feasible one wins. "
+        "--vary traces the optimum along swept values and writes a CSV and a plot."))
     add_problem_arguments(p)
-    add_debug(p)
+    add_vary_arguments(p)
     p.set_defaults(func=run)
 
 
+def device_name(text: str) -> str:
+    """An argparse type: cpu, cuda, cuda:N or auto."""
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, but got '{text:.40}'")
+    return text
+
+
 def add_problem_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``optimize`` and ``sweep-optimum``."""
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder (newest checkpoint) or a checkpoint file")
+    """The optimization problem and the optimizer's settings."""
     p.add_argument("--target", required=True, metavar="EXPR",
                    help="output label to optimize, or an expression over output labels, e.g. 'cot+0.1*effort'")
     p.add_argument("--maximize", action="store_true", help="maximize the target instead of minimizing it")
-    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
-                   help="hold an input at a value (repeatable); outside the training range is allowed, with a warning")
-    p.add_argument("--bounds", action="append", default=[], metavar="NAME=LO:HI",
-                   help="search range of an input (repeatable; default: the training range; LO or HI may be empty)")
-    p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
-                   help="equality or inequality over inputs, e.g. 'gait_stride*gait_cadence=1.2' or "
-                        "'gait_stride/gait_cadence<=1.3' (repeatable; operators + - * / ^ and parentheses)")
-    p.add_argument("--starts", type=int, default=64, metavar="N",
+    add_list(p, "--fix", default=[], metavar="NAME=VALUE",
+             help="hold an input at a value; outside the training range is allowed, with a warning")
+    add_list(p, "--bounds", default=[], metavar="NAME=LO:HI",
+             help="search range of an input (default: the training range; LO or HI may be empty)")
+    add_list(p, "--constraint", default=[], metavar="EXPR",
+             help="equality or inequality over inputs, e.g. 'gait_stride*gait_cadence=1.2' or "
+                  "'gait_stride/gait_cadence<=1.3' (operators + - * / ^ and parentheses)")
+    p.add_argument("--starts", type=integer(1, MAX_STARTS), default=64, metavar="N",
                    help="random starts optimized together (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the starts (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=800, metavar="N",
+    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seed of the starts (default: %(default)s)")
+    p.add_argument("--steps", type=integer(1, 1_000_000), default=800, metavar="N",
                    help="optimizer steps; the step size decays over them (default: %(default)s)")
-    p.add_argument("--device", default=None,
-                   help="torch device: cpu, cuda or auto (default: where the model is loaded: cpu)")
-    p.add_argument("--activation", help="activation of an original-pipeline run that does not record it")
+    p.add_argument("--device", type=device_name, default=None, metavar="DEVICE",
+                   help="torch device: cpu, cuda, cuda:N or auto (default: where the model is loaded: cpu)")
+
+
+def add_vary_arguments(p: argparse.ArgumentParser) -> None:
+    """``--vary`` and the files it writes."""
+    add_list(p, "--vary", default=[], metavar="NAME=LO:HI:STEPS",
+             help=f"trace the optimum: NAME over STEPS values from LO to HI (several: all combinations, at most "
+                  f"{MAX_VARY_POINTS} points); an input is fixed at each value, any other name is a symbol "
+                  f"used in a --constraint")
+    p.add_argument("--csv", metavar="FILE", help=f"with --vary: CSV file to write (default: RUN/{PATH_CSV})")
+    p.add_argument("--plot", metavar="FILE", help="with --vary: PNG to write (default: the CSV's name with .png)")
+    p.add_argument("--no-plot", action="store_true", help="with --vary: write the CSV only")
 
 
 # ----------------------------------------------------------------------------- option parsing
-def _number(text: str, where: str) -> float:
-    from ..errors import ConfigError
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{where}: expected a number, but got '{text}'") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a finite number, but got '{text}'")
-    return value
-
-
-def split_assignment(item: str, flag: str, form: str) -> tuple[str, str]:
-    """``NAME=REST`` -> (NAME, REST); a missing '=' or name is an error showing ``form``."""
-    from ..errors import ConfigError
-
-    name, sep, rest = item.partition("=")
-    if not sep or not name.strip():
-        raise ConfigError(f"{flag}: expected {form}, but got '{item}'")
-    return name.strip(), rest.strip()
-
-
 def parse_fix(items: Sequence[str]) -> dict[str, float]:
     """``--fix NAME=VALUE`` items -> {name: value}."""
-    from ..errors import ConfigError
-
-    out: dict[str, float] = {}
-    for item in items:
-        name, value = split_assignment(item, "--fix", "NAME=VALUE")
-        if name in out:
-            raise ConfigError(f"--fix {name}: expected each input once, but got it twice")
-        out[name] = _number(value, f"--fix {name}")
-    return out
+    return parse_assignments(items, "--fix")
 
 
 def parse_bounds(items: Sequence[str]) -> dict[str, tuple[Optional[float], Optional[float]]]:
@@ -100,9 +101,47 @@ def parse_bounds(items: Sequence[str]) -> dict[str, tuple[Optional[float], Optio
         parts = rest.split(":")
         if len(parts) != 2:
             raise ConfigError(f"--bounds {name}: expected LO:HI, but got '{rest}'")
-        lo, hi = (None if not p.strip() else _number(p.strip(), f"--bounds {name}") for p in parts)
+        lo, hi = (None if not p.strip() else parse_number(p.strip(), f"--bounds {name}") for p in parts)
         out[name] = (lo, hi)
     return out
+
+
+def parse_vary(items: Sequence[str], starts: int = 1) -> dict[str, list[float]]:
+    """``NAME=LO:HI:STEPS`` items -> {name: values} (STEPS >= 1; 1 gives LO alone). The grid
+    size is checked against ``MAX_VARY_POINTS`` (and times ``starts`` against ``MAX_BATCH``)
+    before any value is made."""
+    from ..errors import ConfigError
+
+    spec: dict[str, tuple[float, float, int]] = {}
+    for item in items:
+        name, rest = split_assignment(item, "--vary", "NAME=LO:HI:STEPS")
+        parts = rest.split(":")
+        if len(parts) != 3:
+            raise ConfigError(f"--vary {name}: expected LO:HI:STEPS, but got '{rest}'")
+        lo, hi = parse_number(parts[0], f"--vary {name} LO"), parse_number(parts[1], f"--vary {name} HI")
+        steps = int(parts[2]) if re.fullmatch(r"\s*\d{1,18}\s*", parts[2]) else 0
+        if steps < 1:
+            raise ConfigError(f"--vary {name}: expected STEPS to be a positive integer, but got '{parts[2]:.40}'")
+        if name in spec:
+            raise ConfigError(f"--vary {name}: expected each name once, but got it twice")
+        spec[name] = (lo, hi, steps)
+    check_grid_size(spec, starts)
+    import numpy as np
+
+    return {name: [float(f"{v:.12g}") for v in np.linspace(lo, hi, n)] for name, (lo, hi, n) in spec.items()}
+
+
+def check_grid_size(spec: dict[str, tuple[float, float, int]], starts: int) -> None:
+    from ..errors import ConfigError
+
+    points = math.prod(n for _, _, n in spec.values())
+    if points > MAX_VARY_POINTS:
+        shown = " x ".join(f"{n} ({name})" for name, (_, _, n) in spec.items())
+        raise ConfigError(f"--vary: expected at most {MAX_VARY_POINTS} sweep points in all, but got {shown} = "
+                          f"{points}; use fewer STEPS")
+    if points * starts > MAX_BATCH:
+        raise ConfigError(f"--starts: expected sweep points x starts <= {MAX_BATCH} (one batch), but got "
+                          f"{points} x {starts}; use fewer --starts or STEPS")
 
 
 # ----------------------------------------------------------------------------- output
@@ -142,22 +181,73 @@ def format_result(res: Any) -> str:
     return "\n".join(lines)
 
 
-def print_warnings(warnings: Sequence[str], command: str) -> None:
+def print_warnings(warnings: Sequence[str], command: str = "optimize") -> None:
     for w in dict.fromkeys(warnings):
         print(f"rollfit {command}: warning: {w}", file=sys.stderr)
 
 
+def format_rows(rows: list[dict], limit: int = 40) -> str:
+    """The sweep's rows as a fixed-width table (the first ``limit`` rows)."""
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    width = {c: max(len(c), 10) for c in cols}
+    fmt = lambda v: "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["  ".join(f"{c:>{width[c]}}" for c in cols)]
+    lines += ["  ".join(f"{fmt(r[c]):>{width[c]}}" for c in cols) for r in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows in the CSV")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.optimize import optimize
+    fix, bounds = parse_fix(args.fix), parse_bounds(args.bounds)
+    vary = parse_vary(args.vary, args.starts) if args.vary else None
+    if vary is None and (args.csv or args.plot or args.no_plot):
+        from ..errors import ConfigError
+
+        flag = "--csv" if args.csv else "--plot" if args.plot else "--no-plot"
+        raise ConfigError(f"{flag}: expected it only with --vary (it names what --vary writes), but got no --vary")
+    check_run(args.run)
     from ..analysis.surrogate import Surrogate
 
-    fix, bounds = parse_fix(args.fix), parse_bounds(args.bounds)
     sur = Surrogate.load(args.run, args.activation)
-    res = optimize(sur, args.target, maximize=args.maximize, fix=fix, bounds=bounds, constraints=args.constraint,
-                   starts=args.starts, seed=args.seed, device=args.device, steps=args.steps)
-    print_warnings(res.warnings, "optimize")
+    problem = dict(maximize=args.maximize, fix=fix, bounds=bounds, constraints=args.constraint, starts=args.starts,
+                   seed=args.seed, device=args.device, steps=args.steps)
+    return run_path(args, sur, vary, problem) if vary else run_single(args, sur, problem)
+
+
+def run_single(args: argparse.Namespace, sur, problem: dict) -> int:
+    """One optimum: a table or JSON; 1 when it is infeasible."""
+    from ..analysis.optimize import optimize
+
+    res = optimize(sur, args.target, **problem)
+    print_warnings(res.warnings, args.command)
     if args.json:
         print(json.dumps(json_ready(res.to_dict()), indent=2))
     else:
         print(format_result(res))
     return 0 if res.feasible else 1
+
+
+def run_path(args: argparse.Namespace, sur, vary: dict[str, list[float]], problem: dict) -> int:
+    """The optimum at every --vary point: a table (or JSON rows), the CSV and the plot; 1 when
+    any point is infeasible."""
+    from ..analysis.optimize import sweep_optimum, write_sweep_csv, write_sweep_plot
+
+    out = Path(args.csv) if args.csv else (sur.run_dir or Path(".")) / PATH_CSV
+    sweep = sweep_optimum(sur, args.target, vary, **problem)
+    print_warnings(sweep.warnings, args.command)
+    edge = sum(any("end of its search range" in w for w in r.warnings) for r in sweep.results)
+    if edge:
+        print_warnings([f"{edge} of {len(sweep.results)} optima sit on a bound of the search range"], args.command)
+    print(json.dumps(json_ready({"rows": sweep.rows}), indent=2) if args.json else format_rows(sweep.rows))
+    written = [write_sweep_csv(sweep, out)]
+    if not args.no_plot:
+        written.append(write_sweep_plot(sweep, sur.in_lbl, Path(args.plot) if args.plot else out.with_suffix(".png")))
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr if args.json else sys.stdout)
+    infeasible = sum(not r.feasible for r in sweep.results)
+    if infeasible:
+        print_warnings([f"{infeasible} of {len(sweep.results)} sweep points are infeasible "
+                        "(feasible=False in the CSV)"], args.command)
+    return 1 if infeasible else 0

@@ -17,20 +17,21 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from .main import add_debug
+from .args import check_run, command, deprecated
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+FIELD_LIMIT = csv.field_size_limit()  # 131072 characters, the csv module's default
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict outputs for inputs in a CSV or rollout file", description=(
+    p = command(sub, "predict", "run", "activation", help="predict outputs for inputs in a CSV or rollout file",
+                description=(
         "Predict a trained run's outputs (original units) for the inputs in a CSV file (columns named by the "
-        "run's input labels; other columns are passed through) or a rollout HDF5 file; write a CSV."))
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder (newest checkpoint) or a checkpoint file")
-    p.add_argument("--input", required=True, metavar="FILE", help="input CSV or rollout HDF5 file")
-    p.add_argument("--output", required=True, metavar="FILE", help="output CSV (written atomically)")
-    p.add_argument("--activation", help="activation of an original-pipeline run that does not record it")
-    add_debug(p)
+        "run's input labels; other columns are passed through) or a rollout HDF5 file; write a CSV. Inputs "
+        "must be finite; a column with values outside the training range gets one warning."))
+    p.add_argument("--input", required=True, metavar="FILE", help="input CSV (UTF-8) or rollout HDF5 file")
+    p.add_argument("--csv", required=True, metavar="FILE", help="output CSV to write (atomically)")
+    deprecated(p, "--output", "--csv FILE", dest="csv")
     p.set_defaults(func=run)
 
 
@@ -41,33 +42,66 @@ def is_hdf5(path: str | Path) -> bool:
         return fh.read(8) == HDF5_MAGIC
 
 
+def csv_text_of(path: str | Path) -> str:
+    """The text of a CSV file: UTF-8 (a BOM is allowed); binary data or other encodings are
+    one-line errors naming the line."""
+    from ..errors import DataError
+
+    data = Path(path).read_bytes()
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}: line {line}: expected a text CSV file, but got binary data (a NUL byte)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}: line {line}: expected UTF-8 text, but got the byte 0x{data[exc.start]:02x} "
+                        f"(save the file as UTF-8)") from None
+
+
 def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows (as strings) of a CSV file; blank lines are ignored."""
     from ..errors import DataError
 
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header or not any(h.strip() for h in header):
-            raise DataError(f"{path}: expected a CSV file with a header row of column names, but it is empty")
-        header = [h.strip() for h in header]
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise DataError(f"{path}: expected each column name once, but got '{dupes[0]}' more than once")
-        rows = []
-        for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}: line {reader.line_num}: expected {len(header)} fields like the header, "
-                                f"but got {len(row)}")
-            rows.append(row)
+    reader = csv.reader(io.StringIO(csv_text_of(path), newline=""))
+    try:
+        return _csv_rows(path, reader)
+    except csv.Error as exc:
+        line = reader.line_num
+        if "field larger" in str(exc):
+            raise DataError(f"{path}: line {line}: expected fields of at most {FIELD_LIMIT} characters, "
+                            f"but got a longer one") from None
+        raise DataError(f"{path}: line {line}: expected CSV, but got {exc}") from None
+
+
+def _csv_rows(path: str | Path, reader) -> tuple[list[str], list[list[str]]]:
+    from ..errors import DataError
+
+    header = next(reader, None)
+    if not header or not any(h.strip() for h in header):
+        raise DataError(f"{path}: expected a CSV file with a header row of column names, but it is empty")
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}: expected each column name once, but got '{dupes[0]}' more than once")
+    rows = []
+    for row in reader:
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {reader.line_num}: expected {len(header)} fields like the header, "
+                            f"but got {len(row)}")
+        rows.append(row)
     return header, rows
 
 
 def numeric_columns(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[str]],
                     names: Sequence[str]):
-    """(N, len(names)) float array of the named columns; one-line errors for missing or bad cells."""
+    """(N, len(names)) float array of the named columns; one-line errors for missing, bad or
+    non-finite cells (NaN, inf, 1e400), naming the row."""
+    import math
+
     import numpy as np
 
     from ..errors import DataError, listing
@@ -80,10 +114,27 @@ def numeric_columns(path: str | Path, header: Sequence[str], rows: Sequence[Sequ
         c = header.index(name)
         for i, row in enumerate(rows):
             try:
-                out[i, j] = float(row[c])
+                out[i, j] = value = float(row[c])
             except ValueError:
                 raise DataError(f"{path}: row {i + 1}, column '{name}': expected a number, "
-                                f"but got {row[c]!r}") from None
+                                f"but got {row[c][:40]!r}") from None
+            if not math.isfinite(value):
+                raise DataError(f"{path}: row {i + 1}, column '{name}': expected a finite number, "
+                                f"but got {row[c].strip()[:40]!r}")
+    return out
+
+
+def range_warnings(x, in_lbl: Sequence[str], bounds, estimated: bool = False) -> list[str]:
+    """One warning per input column with values outside the training range ``bounds``."""
+    kind = "estimated training range (mean +- 2 std)" if estimated else "training range"
+    out = []
+    for j, lbl in enumerate(in_lbl):
+        lo, hi = bounds[lbl]
+        col = x[:, j]
+        n = int(((col < lo) | (col > hi)).sum())
+        if n:
+            out.append(f"column '{lbl}': {n} of {len(col)} rows outside the {kind} [{lo:.6g}, {hi:.6g}] "
+                       f"(min {col.min():.6g}, max {col.max():.6g}); predictions there are extrapolations")
     return out
 
 
@@ -124,28 +175,44 @@ def hdf5_input(surrogate, path: str | Path) -> tuple[list[str], list[list[str]],
 
 
 def predict_file(surrogate, input_path: str | Path, output_path: str | Path) -> int:
-    """Write the predictions for ``input_path`` (CSV or rollout HDF5) to ``output_path``; returns rows."""
-    from ..errors import DataFileNotFound
+    """Write the predictions for ``input_path`` (CSV or rollout HDF5) to ``output_path``; returns rows.
+    Warns once per input column outside the training range."""
+    import warnings
+
     from ..io import atomic_write_text
 
     p = Path(input_path)
-    if not p.is_file():
-        raise DataFileNotFound(f"{p}: expected an input CSV or rollout HDF5 file, but it does not exist")
+    check_input(p)
     if is_hdf5(p):
         header, cells, x = hdf5_input(surrogate, p)
     else:
         header, cells = read_csv(p)
         x = numeric_columns(p, header, cells, surrogate.in_lbl)
+    if len(x):
+        for w in range_warnings(x, surrogate.in_lbl, surrogate.bounds, surrogate.bounds_are_estimated):
+            warnings.warn(w, stacklevel=2)
     pred = surrogate.predict(x) if len(x) else []
     rows = [list(c) + [format_number(v) for v in pred[i]] for i, c in enumerate(cells)]
     atomic_write_text(output_path, csv_text(header + output_columns(header, surrogate.out_lbl), rows))
     return len(rows)
 
 
+def check_input(p: Path) -> None:
+    from ..errors import DataFileNotFound
+
+    if not p.is_file():
+        raise DataFileNotFound(f"{p}: expected an input CSV or rollout HDF5 file, but it does not exist")
+
+
 def run(args: argparse.Namespace) -> int:
+    p = Path(args.input)
+    check_run(args.run)
+    check_input(p)
+    if not is_hdf5(p):
+        read_csv(p)  # encoding and CSV structure, before torch is imported
     from ..analysis.surrogate import Surrogate
 
     s = Surrogate.load(args.run, activation=args.activation)
-    n = predict_file(s, args.input, args.output)
-    print(f"wrote {n} rows with predicted {', '.join(s.out_lbl)} to {args.output}")
+    n = predict_file(s, args.input, args.csv)
+    print(f"wrote {n} rows with predicted {', '.join(s.out_lbl)} to {args.csv}")
     return 0

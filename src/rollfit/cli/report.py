@@ -9,21 +9,22 @@ ORDER = 6
 
 import argparse
 
-from .main import add_debug
-from .plot import add_plot_options, plot_options
+from .plot import SHARED, add_plot_options, plot_options
+from .args import command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a self-contained report.html for a run", description=(
-        "Evaluate a run, draw its plots and write RUN/report.html with the config, data summary (rows used, "
-        "failed, skipped), metrics and plots embedded; no network access is needed to view it."))
+    p = command(sub, "report", *SHARED, help="write a self-contained report.html for a run", description=(
+        "Evaluate a run, draw its plots and write RUN/report.html (or OUTPUT/report.html) with the config, data "
+        "summary (rows used, failed, skipped), metrics and plots embedded; no network access is needed to view it."))
     add_plot_options(p)
-    add_debug(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    options = plot_options(args)
     from ..analysis.report import write_run_report
+    from ..analysis.surrogate import Surrogate
 
-    print(write_run_report(args.run, **plot_options(args)))
+    print(write_run_report(Surrogate.load(args.run, activation=args.activation), **options))
     return 0

@@ -13,20 +13,18 @@ import argparse
 import os
 import sys
 
-from ..config import load_config
 from ..errors import ConfigError
-from .main import add_debug
+from .args import check_overrides, check_paths, check_run, command, integer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a surrogate", description=(
+    p = command(sub, "train", "config", "hdf5", "activation", "overrides", help="train a surrogate", description=(
         "Train a surrogate. Overrides are dotted keys, e.g. trainer.max_epochs=200 model.layers=[128,64]. "
         "Ctrl-C (or SIGTERM) stops after the current epoch with a checkpoint; --resume continues from it."))
-    p.add_argument("--config", help="YAML config (data/model/trainer sections); default: built-in defaults, "
-                   "or the run's own config with --resume")
-    p.add_argument("--hdf5", nargs="+", metavar="PATH",
-                   help="rollout file(s), a directory or a glob (overrides data.hdf5_path)")
-    p.add_argument("--output", help="run folder (default: a new rollfit_runs/version_N next to the data)")
+    p.add_argument("--output", metavar="DIR", help="new run folder (default: a new rollfit_runs/version_N next to "
+                                                   "the data)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run in --output (default: an existing run there is an error)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="RUN_OR_CKPT",
                        help="continue this run folder from its newest complete checkpoint (or this checkpoint); "
@@ -34,14 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--init-from", metavar="RUN_OR_CKPT",
                        help="start from this run's weights (rollfit's or the original pipeline's) with a fresh "
                             "optimizer: fine-tuning; architecture and labels come from the checkpoint")
-    p.add_argument("--activation", metavar="NAME",
-                   help="activation of an --init-from run of the original pipeline that has no config.yaml")
-    p.add_argument("--nproc", type=int, metavar="N",
+    p.add_argument("--nproc", type=integer(1, 1024), metavar="N",
                    help="data-parallel training in N processes on this machine: shorthand for "
                         "torchrun --standalone --nproc_per_node N -m rollfit train ... (docs/distributed.md)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. trainer.lr=0.01")
-    add_debug(p)
-    p.set_defaults(func=run, parser=p)
+    p.set_defaults(func=run)
 
 
 def hdf5_arg(paths: list[str]):
@@ -51,14 +45,40 @@ def hdf5_arg(paths: list[str]):
 
 
 def config_from_args(args: argparse.Namespace):
-    """The validated config of ``--config``, overrides and ``--hdf5``."""
+    """The validated config of ``--config``, overrides and ``--hdf5``; it must name the data."""
+    from ..config import load_config
+
     cfg = load_config(args.config, args.overrides)
     if args.hdf5:
         cfg.data.hdf5_path = hdf5_arg(args.hdf5)
+    if cfg.data.hdf5_path is None:
+        where = f"{args.config}: data.hdf5_path" if args.config else "--hdf5"
+        raise ConfigError(f"{where}: expected the rollout file(s) to train on, but got none; "
+                          f"pass --hdf5 PATH (or set data.hdf5_path in the config)")
     return cfg
 
 
+def preflight(args: argparse.Namespace):
+    """Every check that needs no torch: arguments, files and the config (None with --resume)."""
+    check_overrides(args.overrides)
+    check_paths(args.hdf5)
+    check_run(args.resume)
+    check_run(args.init_from)
+    if args.resume and args.output:
+        raise ConfigError(f"--output: expected no --output with --resume (a resumed run continues in its own "
+                          f"folder), but got '{args.output}'")
+    if args.resume and args.overwrite:
+        raise ConfigError("--overwrite: expected no --overwrite with --resume (a resumed run continues its own "
+                          "checkpoints), but got both")
+    if args.resume:
+        from ..config import load_config
+
+        return load_config(args.config, args.overrides) if args.config else None
+    return config_from_args(args)
+
+
 def run(args: argparse.Namespace) -> int:
+    cfg = preflight(args)
     from ..training.signals import TrainingInterrupted
 
     if args.nproc is not None:
@@ -66,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, ["train", *argv_without(args, args.parser)])
     try:
-        result = resume_run(args) if args.resume else new_run(args)
+        result = resume_run(args, cfg) if args.resume else new_run(args, cfg)
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
             print(f"rollfit train: {exc}", file=sys.stderr)
@@ -81,23 +101,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def new_run(args: argparse.Namespace):
+def new_run(args: argparse.Namespace, cfg):
     """A fresh run, or a fine-tuning run with ``--init-from``."""
-    from ..training.run import train
+    from ..pipeline.run import train
 
-    return train(config_from_args(args), args.output, init_from=args.init_from, init_activation=args.activation)
+    return train(cfg, args.output, init_from=args.init_from, init_activation=args.activation,
+                 overwrite=args.overwrite)
 
 
-def resume_run(args: argparse.Namespace):
-    """Continue ``--resume``'s run; says which checkpoint it starts from."""
-    from ..training.checkpoint import find_resume_checkpoint
-    from ..training.run import resume
+def resume_run(args: argparse.Namespace, config):
+    """Continue ``--resume``'s run (``config``: a new ``--config`` or None); says which checkpoint it starts from."""
+    from ..pipeline.run import resume
+    from ..runs.checkpoint import find_resume_checkpoint
 
-    if args.output:
-        raise ConfigError(f"--output: expected no --output with --resume (a resumed run continues in its own "
-                          f"folder), but got '{args.output}'")
     path, ckpt = find_resume_checkpoint(args.resume)
     print(f"resuming from {path} (epoch {int(ckpt['epoch'])})", flush=True)
-    config = load_config(args.config, args.overrides) if args.config else None
     overrides = [] if args.config else args.overrides
     return resume(path, overrides, config=config, hdf5=hdf5_arg(args.hdf5) if args.hdf5 else None)
