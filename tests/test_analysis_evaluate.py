@@ -122,6 +122,7 @@ def test_fold_assignment_is_balanced_seeded_and_checked():
         fold_assignment(23, 1)
 
 
+@pytest.mark.slow
 def test_cross_validation_agrees_with_an_independent_computation(trained_run):
     """5-fold CV on the demo run (short folds, two processes): every row is predicted by a
     model that did not see it, and the reported numbers are those of its predictions."""

@@ -180,6 +180,7 @@ def test_plots_of_an_original_pipeline_run(fixtures_dir, tmp_path):
         _png_size(path)
 
 
+@pytest.mark.slow
 def test_matplotlib_is_not_imported_by_the_cli_or_the_module():
     import subprocess
     import sys

@@ -154,6 +154,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(signalled, refer
         _assert_same_run(run, reference)
 
 
+@pytest.mark.slow
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(signalled, reference):
     t = signalled[3]
     run = t["run"]
