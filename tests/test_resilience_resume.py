@@ -139,6 +139,7 @@ def _check_every_file_is_complete(run_dir: Path) -> None:
             pytest.fail(f"unexpected file {p}")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(signalled, reference):
     for t in signalled[:3]:
         run = t["run"]
