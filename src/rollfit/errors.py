@@ -81,3 +81,14 @@ def require_package(module: str, pip_name: str | None = None, feature: str = "")
             f"package '{module}' is needed{what}, but it is not installed; "
             f"install it with: pip install {pip_name or module}"
         ) from exc
+
+
+class LoadInterrupted(RollfitError, RuntimeError):
+    """Loading rollout files was stopped by a signal (SIGTERM); nothing was written.
+
+    The exit code is 128 + the signal number, as shells report a signal's death (143).
+    """
+
+    def __init__(self, message: str, signum: int = 15):
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + int(signum)

@@ -14,9 +14,10 @@ import numpy as np
 from h5py import h5a, h5g
 
 from rollfit.data.cache import LoadSettings
+from rollfit.data.progress import LoadProgress
 from rollfit.data.reader import (
-    ChunkTask, PathLike, _cpu_count, _GroupReader, expand_paths, open_file, plan_tasks, read_header,
-    run_tasks, load_rollouts,
+    ChunkTask, FileHeader, PathLike, _cpu_count, _GroupReader, _sigterm_stops_loading, expand_paths, open_file,
+    plan_tasks, read_header, run_tasks, load_rollouts,
 )
 from rollfit.data.table import MAX_SKIPPED_SHOWN, RolloutTable
 from rollfit.errors import DataError
@@ -58,8 +59,12 @@ def summarize_rollouts(
     aliases: Mapping[str, str] | None = None,
     *,
     workers: int | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """A plain-dict summary of rollout files (see ``format_summary`` for its text form).
+
+    ``progress``: a bar on stderr as ``load_rollouts`` shows one (None: when stderr is a
+    terminal or the scan takes over a second). SIGTERM raises ``LoadInterrupted``.
 
     Keys: ``files`` (per file: path, groups, successes, failures, skipped), totals
     ``groups``/``successes``/``failures``/``skipped``, ``skipped_reasons``, ``parameters``
@@ -69,26 +74,29 @@ def summarize_rollouts(
     files = expand_paths(path)
     tables, attrs = [], {}
     names: list[str] = []
-    for f in files:
-        table, file_attrs = _scan_file(f, workers)
-        tables.append(table)
-        names += [n for n in table.in_lbl if n not in names]
-        _merge_attrs(attrs, file_attrs)
+    with _sigterm_stops_loading(str(files[0]) + (f" (+{len(files) - 1} more files)" if len(files) > 1 else "")):
+        headers = [read_header(f) for f in files]
+        with LoadProgress(sum(len(h.groups) for h in headers), len(files), "scanning rollouts", progress) as bar:
+            for header in headers:
+                table, file_attrs = _scan_file(header, workers, bar)
+                tables.append(table)
+                names += [n for n in table.in_lbl if n not in names]
+                _merge_attrs(attrs, file_attrs)
     summary = _counts(tables)
     summary["parameters"] = _param_ranges(tables, names)
     summary["attributes"] = {k: _range(v[0], v[1], v[2]) for k, v in sorted(attrs.items())}
     if in_lbl or out_lbl:
-        summary["load"] = _would_load(files, in_lbl, out_lbl, aliases, workers)
+        summary["load"] = _would_load(files, in_lbl, out_lbl, aliases, workers, progress)
     return summary
 
 
-def _scan_file(path, workers: int | None) -> tuple[RolloutTable, AttrStats]:
+def _scan_file(header: FileHeader, workers: int | None,
+               progress: LoadProgress | None = None) -> tuple[RolloutTable, AttrStats]:
     """Scan all groups of one file (in parallel chunks when it is big)."""
-    header = read_header(path)
     names = header.param_names
     settings = LoadSettings(list(names), [], [], "skip", "skip")
     tasks, n_proc = plan_tasks([(0, header, list(range(len(names))))], settings, workers or _cpu_count())
-    results = run_tasks(scan_chunk, tasks, n_proc)
+    results = run_tasks(scan_chunk, tasks, n_proc, progress)
     attrs: AttrStats = {}
     for _, a in results:
         _merge_attrs(attrs, a)
@@ -129,11 +137,11 @@ def _param_ranges(tables: list[RolloutTable], names: list[str]) -> dict[str, Any
     return out
 
 
-def _would_load(files, in_lbl, out_lbl, aliases, workers) -> dict[str, Any]:
+def _would_load(files, in_lbl, out_lbl, aliases, workers, progress=None) -> dict[str, Any]:
     """What ``load_rollouts`` with these labels gives (skip policies), or the error it raises."""
     try:
         t = load_rollouts(files, in_lbl or [], out_lbl or [], aliases=aliases, on_missing="skip",
-                          on_nonfinite="skip", cache=False, workers=workers)
+                          on_nonfinite="skip", cache=False, workers=workers, progress=progress)
     except DataError as exc:
         return {"in_lbl": list(in_lbl or []), "out_lbl": list(out_lbl or []), "error": str(exc)}
     ranges = {lbl: _range(None, float(t.inputs[:, j].min()), float(t.inputs[:, j].max()))

@@ -19,8 +19,10 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
+import time
 import warnings
 from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -38,8 +40,9 @@ from rollfit.data.cache import LoadSettings, RowCache
 from rollfit.data.labels import (
     check_labels, missing_attr_message, resolve_inputs, resolve_outputs,
 )
+from rollfit.data.progress import LoadProgress
 from rollfit.data.table import MAX_SKIPPED_SHOWN, RolloutTable
-from rollfit.errors import ConfigError, DataError, DataFileNotFound, listing
+from rollfit.errors import ConfigError, DataError, DataFileNotFound, LoadInterrupted, listing
 
 POLICIES = ("error", "skip")
 PathLike = str | os.PathLike
@@ -51,6 +54,9 @@ PARALLEL_MIN_GROUPS = 5_000
 MIN_CHUNK_GROUPS = 2_000
 CHUNKS_PER_WORKER = 3
 MAX_PARAMETERS = 100_000
+MAX_GROUP_INDEX = 2**63 - 1  # param_idx is stored as int64
+PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
+PARENT_POLL_S = 0.5          # how often a reader checks that its parent is alive
 
 T = TypeVar("T")
 _GROUP_RE = re.compile(rb"^param_(\d+)(?:\.0)?$")
@@ -74,13 +80,27 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[Path]:
     files: list[Path] = []
     for item in items:
         files.extend(_expand_one(item))
-    seen: set[str] = set()
+    return _unique_files(files)
+
+
+def _unique_files(files: list[Path]) -> list[Path]:
+    """``files`` without repeats of one file: the same inode (a symlink or hard link) or the
+    same resolved path (``./a/../f``) is loaded once, with one warning naming both spellings."""
+    seen: dict[object, Path] = {}
     unique = []
     for f in files:
-        key = os.path.abspath(f)
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
+        try:
+            st = os.stat(f)
+            key: object = (st.st_dev, st.st_ino)
+        except OSError:
+            key = os.path.realpath(f)
+        if key in seen:
+            if os.fspath(seen[key]) != os.fspath(f):
+                warnings.warn(f"{f}: expected each rollout file once, but got the same file as {seen[key]} "
+                              "(a link or another spelling of its path); loading it once", UserWarning, stacklevel=3)
+            continue
+        seen[key] = f
+        unique.append(f)
     return unique
 
 
@@ -168,15 +188,31 @@ def read_header(path: Path) -> FileHeader:
     with open_file(path) as fid:
         try:
             names = _read_parameter_names(fid, path)
-            groups = _list_param_groups(fid)
+            groups = _list_param_groups(fid, path)
         except DataError:
             raise
         except Exception as exc:
             raise DataError(f"{path}: expected a readable rollout file, but got {_describe(exc)}") from None
     if not groups:
         raise DataError(f"{path}: expected param_N groups at the root, but got none")
-    idx = np.array([int(_GROUP_RE.match(g).group(1)) for g in groups], dtype=np.int64)
+    idx = _group_indices(path, groups)
     return FileHeader(path, names, groups, idx)
+
+
+def _group_indices(path: Path, groups: list[bytes]) -> np.ndarray:
+    """The N of each ``param_N`` group: below ``MAX_GROUP_INDEX``, and each N named once
+    (``param_3`` and ``param_3.0`` in one file would be the same group twice)."""
+    digits = [_group_digits(g) for g in groups]
+    for name, d in zip(groups, digits):
+        if len(d) > 19 or int(d) > MAX_GROUP_INDEX:
+            raise DataError(f"{path}: {name.decode()[:40]}: expected a group index of at most {MAX_GROUP_INDEX}, "
+                            f"but got a {len(d)}-digit index")
+    numbers = [int(d) for d in digits]
+    for k in range(1, len(groups)):
+        if numbers[k] == numbers[k - 1]:
+            raise DataError(f"{path}: expected each group index once, but got {groups[k - 1].decode()} and "
+                            f"{groups[k].decode()} (both group {numbers[k]}); remove or rename one")
+    return np.array(numbers, dtype=np.int64)
 
 
 def _read_parameter_names(fid: h5f.FileID, path: Path) -> list[str]:
@@ -201,14 +237,27 @@ def _read_parameter_names(fid: h5f.FileID, path: Path) -> list[str]:
     return names
 
 
-def _list_param_groups(fid: h5f.FileID) -> list[bytes]:
-    """Root members named ``param_N`` / ``param_N.0``, sorted by N (param_10 after param_2)."""
+def _list_param_groups(fid: h5f.FileID, path: Path) -> list[bytes]:
+    """Root members named ``param_N`` / ``param_N.0``, sorted by N (param_10 after param_2).
+
+    Other members named ``param_...`` (``param_3.5``, ``param_x``) are not groups of the
+    format: they are skipped with one warning per file.
+    """
     found: list[bytes] = []
     root = h5g.open(fid, b"/")  # keep a reference: ``links`` does not
     root.links.iterate(found.append)
     groups = [n for n in found if _GROUP_RE.match(n)]
-    groups.sort(key=lambda n: (int(_GROUP_RE.match(n).group(1)), n))
+    odd = [n.decode(errors="replace") for n in found if n.startswith(b"param_") and not _GROUP_RE.match(n)]
+    if odd:
+        warnings.warn(f"{path}: expected groups named param_N or param_N.0, but got {len(odd)} other "
+                      f"member(s) named {listing(odd, limit=3)}; skipping them", UserWarning, stacklevel=3)
+    groups.sort(key=lambda n: (len(_group_digits(n)), _group_digits(n), n))  # numeric order, no int() of huge N
     return groups
+
+
+def _group_digits(name: bytes) -> bytes:
+    """The digits of N in ``param_N``/``param_N.0``, without leading zeros ("0" for zero)."""
+    return _GROUP_RE.match(name).group(1).lstrip(b"0") or b"0"
 
 
 # ----------------------------------------------------------------------------- chunk reading
@@ -297,12 +346,20 @@ class _GroupReader:
         """Hook for subclasses that read more of each usable group (``inspect``)."""
 
     def _success(self, g: h5g.GroupID, name: bytes) -> bool:
-        """The ``success`` attribute (bool, integer or 1-element array); absent means success."""
+        """The ``success`` attribute (bool, integer or 1-element array); absent means success.
+
+        Boolean-like means a whole number, as C writers use it (0 false, any other true);
+        NaN, inf or 0.5 is an error, never a success.
+        """
         try:
             a = h5a.open(g, b"success")
         except KeyError:
             return True
-        return self._scalar(a, name, b"success") != 0
+        value = self._scalar(a, name, b"success")
+        if not (math.isfinite(value) and value.is_integer()):
+            raise DataError(f"{self._where(name)}: expected attribute 'success' to be true/false or a whole "
+                            f"number, but got {value:g}")
+        return value != 0
 
     def _scalar(self, a: h5a.AttrID, name: bytes, attr: bytes) -> float:
         """A numeric attribute holding exactly one value (scalar or 1-element array)."""
@@ -416,26 +473,127 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def run_tasks(fn: Callable[[ChunkTask], T], tasks: list[ChunkTask], workers: int) -> list[T]:
+def run_tasks(fn: Callable[[ChunkTask], T], tasks: list[ChunkTask], workers: int,
+              progress: LoadProgress | None = None) -> list[T]:
     """``fn`` over every chunk, in ``workers`` processes (here if 1); results in task order.
 
     The first error in task (file, group) order is the one raised, whatever finished first.
+    Reader processes die with this process (``_reader_init``); if this call is interrupted
+    (SIGTERM, Ctrl-C), they are terminated before the exception goes on.
     """
+    done = _progress_callback(tasks, progress)
     if workers <= 1 or multiprocessing.current_process().daemon:
-        return [fn(t) for t in tasks]
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+        return [done(t, fn(t)) for t in tasks]
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                               initializer=_reader_init, initargs=(os.getpid(),))
     try:
         with warnings.catch_warnings():  # Python >= 3.12 warns on any fork once BLAS threads exist
             warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)
             futures: list[Future] = [pool.submit(fn, t) for t in tasks]
+        for t, f in zip(tasks, futures):
+            f.add_done_callback(lambda f, t=t: f.cancelled() or f.exception() or done(t, None))
         return [f.result() for f in futures]
     except BrokenProcessPool:
         raise DataError(
             f"{tasks[0].path}: expected reader processes to finish, but one died (a corrupt file, or a script "
             "that starts work on import without `if __name__ == '__main__':`); retry with workers=1"
         ) from None
+    except BaseException:
+        _terminate_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _progress_callback(tasks: list[ChunkTask], progress: LoadProgress | None) -> Callable[[ChunkTask, T], T]:
+    """``done(task, result)``: report a finished chunk (and a finished file) to ``progress``."""
+    left = Counter(t.file_no for t in tasks)
+    lock = threading.Lock()
+
+    def done(task: ChunkTask, result: T) -> T:
+        if progress is not None:
+            with lock:
+                left[task.file_no] -= 1
+                finished = int(left[task.file_no] == 0)
+            progress.advance(len(task.groups), finished)
+        return result
+
+    return done
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM every reader process of ``pool`` (an interrupted load must not leave them reading)."""
+    for proc in list(getattr(pool, "_processes", {}).values()):  # no public API lists them
+        try:
+            proc.terminate()
+        except (OSError, ValueError):
+            pass
+
+
+def _reader_init(parent: int) -> None:
+    """Runs first in each reader process: die with ``parent``, default signal handling.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill the reader when its
+    parent dies (even by SIGKILL); everywhere a daemon thread also polls ``parent`` (the
+    forkserver, not the caller, is the OS parent there) and exits when it is gone.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the loader's handler, inherited by fork
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C goes to the parent, which ends the pool
+    _set_pdeathsig()
+    if not _alive(parent):
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="rollfit-parent-watch", daemon=True).start()
+
+
+def _set_pdeathsig() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; elsewhere do nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(parent: int, period: float = PARENT_POLL_S) -> None:
+    """Exit this reader at once when ``parent`` is gone (the portable part of dying with it)."""
+    while _alive(parent):
+        time.sleep(period)
+    os._exit(1)
+
+
+@contextmanager
+def _sigterm_stops_loading(what: str) -> Iterator[None]:
+    """Within the block, SIGTERM raises ``LoadInterrupted`` (one line, exit 143) instead of
+    killing the process mid-load; only from the main thread and when no handler is set."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise LoadInterrupted(f"{what}: expected to finish loading, but got SIGTERM; stopped, nothing was written",
+                              signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- public
@@ -450,45 +608,52 @@ def load_rollouts(
     cache: bool = True,
     cache_dir: PathLike | None = None,
     workers: int | None = None,
+    progress: bool | None = None,
 ) -> RolloutTable:
     """Load the successful rows of rollout files as a ``RolloutTable``.
 
     ``path``: a file, a folder (its ``rollout_data.h5``, else every .h5/.hdf5 below it), a
-    glob, or a list of these. ``in_lbl`` are ``parameter_names`` entries (columns of
-    ``param_state``); ``out_lbl`` are attribute names or aliases (``cot_ma15``...; ``aliases``
-    adds or overrides). ``on_missing``/``on_nonfinite``: ``"error"`` raises a DataError naming
-    file, group and label; ``"skip"`` drops the row and counts it. ``cache``/``cache_dir``:
-    per-file cache of the extracted rows. ``workers``: reader processes (default: CPUs, at
-    most one per chunk; small jobs are read in this process).
+    glob, or a list of these (a file given twice, also through a link, is read once).
+    ``in_lbl`` are ``parameter_names`` entries (columns of ``param_state``); ``out_lbl`` are
+    attribute names or aliases (``cot_ma15``...; ``aliases`` adds or overrides).
+    ``on_missing``/``on_nonfinite``: ``"error"`` raises a DataError naming file, group and
+    label; ``"skip"`` drops the row and counts it. ``cache``/``cache_dir``: per-file cache of
+    the extracted rows. ``workers``: reader processes (default: CPUs, at most one per chunk;
+    small jobs are read in this process). ``progress``: a bar on stderr (None: when stderr is
+    a terminal or the load takes over a second; False: never). SIGTERM during the load
+    raises ``LoadInterrupted``.
     """
     settings = _settings(in_lbl, out_lbl, aliases, on_missing, on_nonfinite)
     workers = _check_workers(workers)
     files = expand_paths(path)
-    store = RowCache.open(cache_dir) if cache else None
-    keys = [store.key(f, settings) if store else None for f in files]  # stat before reading
-    tables, names, todo = {}, {}, []
-    for k, f in enumerate(files):
-        hit = store.get(f, keys[k], settings) if store else None
-        if hit is None:
-            todo.append((k, read_header(f)))
-            names[k] = todo[-1][1].param_names
-        else:
-            tables[k], names[k] = hit
-    _check_same_names(files, names)
-    for k, table in _read_files(todo, settings, workers).items():
-        tables[k] = table
-        if store:
-            store.put(keys[k], table, names[k])
+    with _sigterm_stops_loading(f"{files[0]}" + (f" (+{len(files) - 1} more files)" if len(files) > 1 else "")):
+        store = RowCache.open(cache_dir) if cache else None
+        keys = [store.key(f, settings) if store else None for f in files]  # stat before reading
+        tables, names, todo = {}, {}, []
+        for k, f in enumerate(files):
+            hit = store.get(f, keys[k], settings) if store else None
+            if hit is None:
+                todo.append((k, read_header(f)))
+                names[k] = todo[-1][1].param_names
+            else:
+                tables[k], names[k] = hit
+        _check_same_names(files, names)
+        with LoadProgress(sum(len(h.groups) for _, h in todo), len(todo), "loading rollouts", progress) as bar:
+            for k, table in _read_files(todo, settings, workers, bar).items():
+                tables[k] = table
+                if store:
+                    store.put(keys[k], table, names[k])
     table = RolloutTable.concat([tables[k] for k in range(len(files))])
     _check_rows(table, files)
     return table
 
 
-def _read_files(todo: list[tuple[int, FileHeader]], settings: LoadSettings, workers: int) -> dict[int, RolloutTable]:
+def _read_files(todo: list[tuple[int, FileHeader]], settings: LoadSettings, workers: int,
+                progress: LoadProgress | None = None) -> dict[int, RolloutTable]:
     """Read the groups of the files not served from the cache; one table per file number."""
     planned = [(k, h, resolve_inputs(settings.in_lbl, h.param_names, str(h.path))) for k, h in todo]
     tasks, n_proc = plan_tasks(planned, settings, workers)
-    chunks = run_tasks(read_chunk, tasks, n_proc)
+    chunks = run_tasks(read_chunk, tasks, n_proc, progress)
     return {k: RolloutTable.concat([c for t, c in zip(tasks, chunks) if t.file_no == k]) for k, _ in todo}
 
 
