@@ -38,7 +38,13 @@ OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
 # ----------------------------------------------------------------------------- the parser
 class CommandParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line in rollfit's grammar, exit code 2."""
+    """An ``ArgumentParser`` whose usage errors are one line in rollfit's grammar, exit code 2.
+    Option names must be written in full (no abbreviations), so adding an option never
+    changes what an existing command line means."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(2, f"{self.prog}: error: {plain_message(message)}\n")
@@ -49,6 +55,20 @@ class CommandParser(argparse.ArgumentParser):
             if isinstance(action, argparse._SubParsersAction):  # hidden aliases are not offered
                 shown = [a.dest for a in action._choices_actions]
             raise argparse.ArgumentError(action, choice_message(value, shown))
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Old flag names (``rename``) are read as the new ones, with a one-line note each."""
+        renamed = getattr(self, "renamed", {})
+        if renamed and args is not None:
+            args = [self._renamed(a, renamed) for a in args]
+        return super().parse_known_args(args, namespace)
+
+    def _renamed(self, arg: str, renamed: dict[str, str]) -> str:
+        flag, eq, value = arg.partition("=")
+        if flag not in renamed:
+            return arg
+        print(f"{self.prog}: warning: {flag} is deprecated; use {renamed[flag]}", file=sys.stderr)
+        return renamed[flag] + eq + value
 
     def parse_args(self, args=None, namespace=None):
         """Like argparse's, but an unknown argument is reported by the command that got it."""
@@ -163,7 +183,7 @@ def _activation(p: argparse.ArgumentParser) -> None:
 
 
 def _hdf5(p: argparse.ArgumentParser) -> None:
-    add_list(p, "--hdf5", metavar="PATH", help="rollout file(s), folder(s) or glob(s) (overrides data.hdf5_path)")
+    add_list(p, "--hdf5", metavar="PATH", help="rollout file(s), folder(s) or glob(s)")
 
 
 def _config(p: argparse.ArgumentParser) -> None:
@@ -209,20 +229,9 @@ def command(sub: argparse._SubParsersAction, name: str, *shared: str, **kw) -> a
     return p
 
 
-class Deprecated(argparse.Action):
-    """A hidden old flag name: works as ``new`` did, with a one-line note on stderr."""
-
-    def __init__(self, option_strings, dest, new: str = "", **kw):
-        self.new = new
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, **kw) -> None:
-    p.add_argument(old, action=Deprecated, new=new, dest=dest, **kw)
+def rename(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep the old flag name ``old`` working as ``new`` (hidden), with a one-line note when used."""
+    p.renamed = {**getattr(p, "renamed", {}), old: new}
 
 
 # ----------------------------------------------------------------------------- checks before torch
@@ -267,6 +276,12 @@ def check_file(path: Optional[str], flag: str, what: str) -> None:
     if not p.is_file():
         state = "it is a folder" if p.is_dir() else "it does not exist"
         raise DataFileNotFound(f"{flag} {p}: expected {what}, but {state}")
+
+
+def check_folder(path: Optional[str], flag: str = "--output") -> None:
+    """``path`` is a folder or does not exist yet (it is created)."""
+    if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise ConfigError(f"{flag} {path}: expected a folder (new or existing), but it is a file")
 
 
 def check_run(path: Optional[str]) -> None:

@@ -10,7 +10,7 @@ ORDER = 0
 import argparse
 from pathlib import Path
 
-from .args import SEED, command, integer, load_config_args
+from .args import SEED, check_folder, command, integer, load_config_args
 
 DEMO_OVERRIDES = ["trainer.max_epochs=3001", "trainer.lr=0.01", "trainer.save_period=1000",
                   "trainer.log_period=50", "data.train_split=0.8"]
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_folder(args.output)
     cfg = load_config_args(args, DEMO_OVERRIDES)  # checked before anything is written
     from ..data.synthetic import make_demo_file
     from ..pipeline.run import train

@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any, Mapping
 
-from .args import COUNT, add_list, check_paths, check_run, command, deprecated, integer
+from .args import COUNT, check_paths, check_run, command, rename, integer
 
 TRAINING_NOTE = ("note: train_split was 1.0, so these rows were also used for training: these are training "
                  "metrics, not an estimate of accuracy on new inputs; run `rollfit evaluate --run {run} --cv 5` "
@@ -23,19 +23,19 @@ TRAINING_NOTE_CV = ("note: train_split was 1.0, so the rows above were also used
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = command(sub, "evaluate", "run", "activation", "outputs", "json",
+    p = command(sub, "evaluate", "run", "activation", "hdf5", "outputs", "json",
                 help="accuracy of a trained run (RMSE, MAE, R^2, max error)", description=(
-        "Metrics in original units per output on the run's validation rows (or on every row of --hdf5 files); "
+        "Metrics in original units per output on the run's validation rows (or on every row of the --hdf5 "
+        "files instead); "
         "writes metrics_<rows>.json in the run folder (or --output). --cv K: K-fold cross-validation that "
         "retrains the run's config."))
-    add_list(p, "--hdf5", metavar="PATH", help="evaluate on every row of these rollout file(s) instead")
     p.add_argument("--cv", type=integer(2, what="K", unit=" folds"), metavar="K",
                    help="also run K-fold cross-validation (retrains K models)")
     p.add_argument("--cv-epochs", type=integer(1, what="a number of epochs"), metavar="N",
                    help="epochs per cross-validation fold (default: the run's)")
     p.add_argument("--concurrent", type=COUNT, metavar="K",
                    help="folds trained at once (default: one per core on CPU)")
-    deprecated(p, "--workers", "--concurrent K", dest="concurrent", type=COUNT)
+    rename(p, "--workers", "--concurrent")
     p.set_defaults(func=run)
 
 

@@ -10,7 +10,7 @@ ORDER = 7
 
 import argparse
 
-from .args import COUNT, check_run, command, deprecated, number
+from .args import COUNT, check_run, command, rename, number
 
 FORMATS = ("onnx", "pt2", "c")
 
@@ -24,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, dest="fmt", choices=FORMATS,
                    help="onnx (ONNX model), pt2 (torch.export program) or c (C99 header)")
     p.add_argument("--file", required=True, metavar="FILE", help="file to write (e.g. model.onnx, model.pt2, cot.h)")
-    deprecated(p, "--output", "--file FILE", dest="file")
+    rename(p, "--output", "--file")
     p.add_argument("--name", help="C identifier: prefix of the header's names and ONNX graph name "
                                   "(default: from the file name)")
     p.add_argument("--verify-samples", type=COUNT, default=256, metavar="N",
                    help="random inputs the check compares on (default: %(default)s)")
-    deprecated(p, "--samples", "--verify-samples N", dest="verify_samples", type=COUNT)
+    rename(p, "--samples", "--verify-samples")
     p.add_argument("--tolerance", type=number(0.0, what="a relative error", open_lo=True), default=1e-5,
                    metavar="REL", help="largest relative error the check accepts (default: %(default)s)")
     p.add_argument("--no-verify", action="store_true",

@@ -61,11 +61,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _one_line_warning
     try:
-        return _run(argv)
+        code = _run(argv)
     except KeyboardInterrupt:
         if "--debug" in argv:
             raise
         return _interrupted(argv, as_program)
+    if as_program and code in (130, 143):  # stopped by a signal: a second Ctrl-C while exiting is ignored
+        _ignore_sigint()
+    return code
 
 
 def _run(argv: list[str]) -> int:
@@ -103,13 +106,17 @@ def one_line(exc: BaseException) -> str:
 
 def _interrupted(argv: list[str], as_program: bool) -> int:
     """One line for Ctrl-C; as the program, further Ctrl-Cs during shutdown are ignored."""
-    import signal
-
     if as_program:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_sigint()
     name = next((a for a in argv if not a.startswith("-")), "")
     print(f"rollfit{' ' + name if name else ''}: interrupted", file=sys.stderr)
     return 130
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

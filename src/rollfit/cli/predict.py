@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from .args import check_run, command, deprecated
+from .args import check_run, command, rename
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FIELD_LIMIT = csv.field_size_limit()  # 131072 characters, the csv module's default
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "must be finite; a column with values outside the training range gets one warning."))
     p.add_argument("--input", required=True, metavar="FILE", help="input CSV (UTF-8) or rollout HDF5 file")
     p.add_argument("--csv", required=True, metavar="FILE", help="output CSV to write (atomically)")
-    deprecated(p, "--output", "--csv FILE", dest="csv")
+    rename(p, "--output", "--csv")
     p.set_defaults(func=run)
 
 

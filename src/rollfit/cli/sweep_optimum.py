@@ -10,7 +10,7 @@ ORDER = 99
 import argparse
 import sys
 
-from .args import deprecated, groups
+from .args import groups, rename
 from .optimize import add_problem_arguments, add_vary_arguments, run as run_optimize
 
 
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep-optimum", parents=groups("run", "activation", "json", "debug"))
     add_problem_arguments(p)
     add_vary_arguments(p)
-    deprecated(p, "--output", "--csv FILE", dest="csv")
+    rename(p, "--output", "--csv")
     p.set_defaults(func=run, parser=p)
 
 
