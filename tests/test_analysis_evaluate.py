@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from rollfit.analysis.evaluate import (
-    cross_validate, evaluate_run, fold_assignment, load_run_table, regression_metrics, split_rows,
+    evaluate_run, fold_assignment, load_run_table, regression_metrics, split_rows,
 )
 from rollfit.analysis.surrogate import Surrogate
 from rollfit.cli.main import main
+from rollfit.pipeline.cv import cross_validate
 from rollfit.data.reader import load_rollouts
 from rollfit.errors import ConfigError, DataError
 
@@ -81,7 +82,7 @@ def test_train_split_one_is_reported_as_training_metrics(trained_run, tmp_path, 
     out = capsys.readouterr().out
     assert "these are training metrics, not an estimate of accuracy on new inputs" in out
     assert f"rollfit evaluate --run {run} --cv 5" in out
-    saved = json.loads((run / "metrics.json").read_text())
+    saved = json.loads((run / "metrics_training.json").read_text())
     assert saved["cot_ma15"]["evaluated_on"] == "training"
     _check_close(saved["cot_ma15"], {k: ev.metrics["cot_ma15"][k] for k in ("rmse", "mae", "r2", "n")})
 
@@ -90,7 +91,7 @@ def test_evaluate_cli_writes_metrics_json(trained_run, tmp_path, capsys):
     run = _run_copy(trained_run, tmp_path)
     assert main(["evaluate", "--run", str(run), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    saved = json.loads((run / "metrics.json").read_text())
+    saved = json.loads((run / "metrics_validation.json").read_text())
     assert printed["metrics"] == saved and printed["cv"] is None
     assert set(saved["cot_ma15"]) >= {"rmse", "mae", "r2", "max_abs_error", "n"}
     assert saved["cot_ma15"]["evaluated_on"] == "validation"
@@ -127,7 +128,7 @@ def test_cross_validation_agrees_with_an_independent_computation(trained_run):
     """5-fold CV on the demo run (short folds, two processes): every row is predicted by a
     model that did not see it, and the reported numbers are those of its predictions."""
     from rollfit.config import validate
-    from rollfit.training.run import train
+    from rollfit.pipeline.run import train
 
     cv = cross_validate(trained_run, 5, overrides=["trainer.max_epochs=20"], workers=2, progress=False)
     s = Surrogate.load(trained_run)

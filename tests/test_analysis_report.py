@@ -63,7 +63,7 @@ def test_write_run_report_embeds_every_plot(trained_run, tmp_path, capsys):
                            "slice_gait_cadence", "slice_gait_stride"}
     for name, png in images.items():
         assert (run / "plots" / f"{name}.png").read_bytes() == png
-    metrics = json.loads((run / "metrics.json").read_text())["cot_ma15"]
+    metrics = json.loads((run / "metrics_validation.json").read_text())["cot_ma15"]
     assert f"{metrics['rmse']:.4g}" in page and f"{metrics['r2']:.4g}" in page
     import torch
 
@@ -75,14 +75,14 @@ def test_write_run_report_embeds_every_plot(trained_run, tmp_path, capsys):
 
 def test_training_writes_the_report_and_survives_a_plot_failure(demo_file, tmp_path, monkeypatch):
     from rollfit.config import load_config
-    from rollfit.training.run import train
+    from rollfit.pipeline.run import train
 
     cfg = load_config(None, ["trainer.max_epochs=5", "trainer.progress=false", "data.train_split=0.8",
                              "data.cache=false", "trainer.log_period=1"])
     cfg.data.hdf5_path = str(demo_file)
     run = train(cfg, tmp_path / "with_report").run_dir
     assert (run / "report.html").is_file() and (run / "plots" / "loss.png").is_file()
-    assert (run / "metrics.json").is_file()
+    assert (run / "metrics_validation.json").is_file()
 
     import rollfit.analysis.report as report
 

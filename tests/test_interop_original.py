@@ -21,7 +21,7 @@ from torch import nn
 
 from rollfit.analysis.surrogate import Surrogate
 from rollfit.errors import CheckpointError
-from rollfit.training.checkpoint import load_checkpoint, load_model, model_config
+from rollfit.runs.checkpoint import load_checkpoint, load_model, model_config
 
 ACTS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -459,7 +459,7 @@ def test_predict_cli_on_a_sequential_original_run(tmp_path):
 def test_init_from_an_original_run_keeps_its_raw_convention(fixtures_dir, tmp_path):
     """Fine-tuning (``rollfit train --init-from``) starts from the original network exactly."""
     from rollfit.config import load_config
-    from rollfit.training.run import train
+    from rollfit.pipeline.run import train
 
     cfg = load_config(None, ["trainer.max_epochs=1", "trainer.lr=1e-12", "trainer.progress=false",
                              "trainer.report=false", "data.cache=false"])

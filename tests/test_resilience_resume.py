@@ -27,10 +27,10 @@ import yaml
 from rollfit.cli.main import main
 from rollfit.config import load_config, validate
 from rollfit.errors import CheckpointError, ConfigError, DataError
-from rollfit.training.checkpoint import (RESUME_KEYS, checkpoint_name, find_resume_checkpoint, list_checkpoints,
+from rollfit.runs.checkpoint import (RESUME_KEYS, checkpoint_name, find_resume_checkpoint, list_checkpoints,
                                          load_checkpoint, load_model)
 from rollfit.training.logger import find_log, read_rows
-from rollfit.training.run import resume, train
+from rollfit.pipeline.run import resume, train
 from rollfit.training.state import capture_rng, restore_rng
 
 EPOCHS = 60
@@ -135,6 +135,8 @@ def _check_every_file_is_complete(run_dir: Path) -> None:
             json.loads(p.read_text())
         elif p.name == "config.yaml":
             validate(yaml.safe_load(p.read_text()))
+        elif p.name == "rollfit.lock":  # a killed holder's lock: its pid (or empty), taken over later
+            assert p.read_text().strip().isdigit() or not p.read_text(), p
         else:
             pytest.fail(f"unexpected file {p}")
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # Ray's start-up: tens of seconds on a loaded 2-c
 
 from rollfit.cli.main import main  # noqa: E402
 from rollfit.config import load_config  # noqa: E402
-from rollfit.training.checkpoint import list_checkpoints, load_model  # noqa: E402
+from rollfit.runs.checkpoint import list_checkpoints, load_model  # noqa: E402
 from rollfit.training.logger import find_log, read_rows  # noqa: E402
 
 EPOCHS, LOG = 30, 10

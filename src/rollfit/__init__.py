@@ -30,7 +30,8 @@ _EXPORTS = {
     # training
     "Trainer": "rollfit.training.trainer",
     "SimpleLogger": "rollfit.training.logger",
-    "train": "rollfit.training.run",
+    "train": "rollfit.pipeline.run",
+    "RunFolder": "rollfit.runs.folder",
     # configuration
     "Config": "rollfit.config",
     "load_config": "rollfit.config",

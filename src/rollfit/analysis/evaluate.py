@@ -3,33 +3,30 @@
 ``evaluate_run`` rebuilds the run's own train/validation split from the checkpoint
 (``config['split']`` and the data section of ``config['run_config']``) and scores the
 validation rows; with ``train_split: 1.0`` those rows were trained on, and the result says
-so (``Evaluation.training_metrics``). ``cross_validate`` is the honest alternative then:
-K-fold cross-validation that retrains the run's config on K-1 folds and predicts the held
-out fold, folds in parallel processes where cores allow.
+so (``Evaluation.training_metrics``). Cross-validation is the honest alternative then:
+``pipeline.cv.cross_validate`` retrains the run's config on K-1 folds and predicts the held
+out fold; its folds, config and metrics (``CrossValidation``) are defined here.
 
 Metrics per output label: ``rmse``, ``mae``, ``r2``, ``max_abs_error`` and ``n`` (rows).
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ..data.datamodule import split_indices
 from ..data.table import RolloutTable
-from ..errors import ConfigError, DataError, DataFileNotFound
+from ..errors import ConfigError, DataError, DataFileNotFound, OutputError
 from ..io import atomic_write_json
+from ..runs.folder import LEGACY_METRICS_FILE, RunFolder
 from .surrogate import Surrogate
 
 METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
-METRICS_FILE = "metrics.json"
-CV_FILE = "metrics_cv.json"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -134,7 +131,8 @@ class Evaluation:
     """Predictions and metrics of a run on a set of rows.
 
     ``rows`` is ``"validation"`` (the run's held-out rows), ``"training"`` (train_split 1.0:
-    validation rows are training rows) or ``"file"`` (every row of another file).
+    validation rows are training rows) or ``"file"`` (every row of another file); ``tag``
+    names the metrics file (``metrics_<tag>.json``: validation, training or the file's stem).
     """
 
     metrics: dict[str, dict[str, float]]
@@ -145,6 +143,12 @@ class Evaluation:
     y_pred: np.ndarray
     out_lbl: list[str]
     train_split: float
+    tag: str = ""
+
+    @property
+    def file_tag(self) -> str:
+        """What the metrics file is named for: ``validation``, ``training`` or the data file."""
+        return self.tag or self.rows
 
     @property
     def training_metrics(self) -> bool:
@@ -161,7 +165,7 @@ class Evaluation:
         return f"{n} rows of {self.source}"
 
     def to_json(self) -> dict[str, dict[str, Any]]:
-        """``metrics.json`` content: per output label the metrics and what they were computed on."""
+        """``metrics_<tag>.json`` content: per output label the metrics and what they were computed on."""
         return {lbl: {**m, "evaluated_on": self.rows, "source": self.source} for lbl, m in self.metrics.items()}
 
 
@@ -183,14 +187,53 @@ def evaluate_run(run: str | Path | Surrogate, hdf5: Any = None, table: Optional[
     x, y = t.inputs[idx], t.targets[idx]
     pred = s.predict(x)
     source = ", ".join(Path(f).name for f in t.files) or "the run's data"
-    return Evaluation(regression_metrics(y, pred, s.out_lbl), kind, source, x, y, pred, list(s.out_lbl), train_split)
+    tag = file_tag(t.files) if kind == "file" else kind
+    return Evaluation(regression_metrics(y, pred, s.out_lbl), kind, source, x, y, pred, list(s.out_lbl), train_split,
+                      tag)
 
 
-def write_metrics(run_dir: str | Path, evaluation: Evaluation) -> Path:
-    """Write ``metrics.json`` into the run folder (atomically) and return its path."""
-    path = Path(run_dir) / METRICS_FILE
+def file_tag(files: Sequence[str]) -> str:
+    """The name part of ``metrics_<tag>.json`` for rows of other files: the first file's stem
+    (``+N`` more files), never one of the run's own names (validation, training, cv)."""
+    stem = Path(files[0]).stem if files else "file"
+    tag = stem + (f"+{len(files) - 1}" if len(files) > 1 else "")
+    return f"file_{tag}" if tag in ("validation", "training", "cv") else tag
+
+
+def _folder(run: str | Path | RunFolder) -> RunFolder:
+    return run if isinstance(run, RunFolder) else RunFolder(run)
+
+
+def write_metrics(run: str | Path | RunFolder, evaluation: Evaluation) -> Path:
+    """Write ``metrics_<tag>.json`` (named for the rows scored) atomically; returns its path.
+    Another evaluation (validation vs a file) writes another file, never over this one."""
+    path = _folder(run).metrics(evaluation.file_tag)
     atomic_write_json(path, json_safe(evaluation.to_json()))
     return path
+
+
+def read_metrics(run: str | Path | RunFolder, tag: str = "validation") -> Optional[dict[str, Any]]:
+    """A run's saved metrics for ``tag``; a run from before named metrics files has its
+    ``metrics.json`` read instead (for validation or training rows only). None if absent."""
+    folder = _folder(run)
+    paths = [folder.metrics(tag)]
+    if tag in ("validation", "training"):
+        paths.append(folder.out / LEGACY_METRICS_FILE)
+    for p in paths:
+        if p.is_file():
+            return json.loads(p.read_text())
+    return None
+
+
+def save_or_warn(write: Callable[[], Path]) -> Optional[Path]:
+    """Run a writer whose results were already shown; when the run folder cannot be written
+    (read-only), warn with the way out (``--output DIR``) and return None instead of failing."""
+    try:
+        return write()
+    except OutputError as exc:
+        warnings.warn(f"{exc}; the results are printed but not saved; pass --output DIR to save them",
+                      UserWarning, stacklevel=2)
+        return None
 
 
 def json_safe(obj: Any) -> Any:
@@ -259,90 +302,8 @@ def fold_config(surrogate: Surrogate, overrides: Sequence[str] = ()) -> dict[str
     return validate(raw, source="run config").to_dict()
 
 
-def _fold_job(job: dict[str, Any]) -> tuple[int, np.ndarray]:
-    """Train on one fold's training rows and predict its held-out rows (runs in a worker)."""
-    import torch
-
-    from ..config import validate
-    from ..training.run import train
-
-    if job["threads"]:
-        torch.set_num_threads(job["threads"])
-    result = train(validate(job["config"], source="run config"), job["out"], table=job["table"])
-    return job["fold"], Surrogate.load(result.last_checkpoint).predict(job["x_test"])
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def cv_workers(k: int, config: dict[str, Any], requested: Optional[int] = None) -> int:
-    """Folds trained at once: one per core on CPU (at most K), one on a GPU (they share it)."""
-    if requested:
-        return max(1, min(int(requested), k))
-    from ..training.trainer import resolve_device
-
-    if resolve_device(config["trainer"]["device"]).type != "cpu":
-        return 1
-    return max(1, min(k, _cores()))
-
-
-def cross_validate(run: str | Path | Surrogate, k: int = 5, hdf5: Any = None, table: Optional[RolloutTable] = None,
-                   overrides: Sequence[str] = (), workers: Optional[int] = None,
-                   progress: bool = True) -> CrossValidation:
-    """K-fold cross-validation: retrain the run's config K times, each time predicting one fold.
-
-    Rows are all rows of the run's data (or of ``hdf5``); folds are a shuffle seeded with the
-    run's ``split_seed``. ``overrides`` (``trainer.max_epochs=500``...) change the fold
-    config. Folds run in parallel processes when ``workers`` (default: cores) exceeds one.
-    """
-    from tqdm.auto import tqdm
-
-    s = run if isinstance(run, Surrogate) else Surrogate.load(run)
-    t = load_run_table(s, hdf5) if hdf5 is not None or table is None else table
-    folds = fold_assignment(len(t), k, run_split(s.config)[1])
-    config = fold_config(s, overrides)
-    n_workers = cv_workers(k, config, workers)
-    threads = max(1, _cores() // n_workers) if n_workers > 1 else 0
-    pred = np.full(t.targets.shape, np.nan, dtype=np.float64)
-    with tempfile.TemporaryDirectory(prefix="rollfit-cv-") as tmp:
-        jobs = [{"fold": f, "config": config, "table": t.subset(folds != f), "x_test": t.inputs[folds == f],
-                 "out": str(Path(tmp) / f"fold_{f}"), "threads": threads} for f in range(k)]
-        with tqdm(total=k, desc="cv", unit="fold", disable=not progress, dynamic_ncols=True) as bar:
-            for f, p in _run_jobs(jobs, n_workers):
-                pred[folds == f] = p
-                bar.update(1)
-    y = t.targets.astype(np.float64)
-    per_fold = [regression_metrics(y[folds == f], pred[folds == f], s.out_lbl) for f in range(k)]
-    return CrossValidation(k, list(s.out_lbl), folds, t.inputs, y, pred, per_fold, list(overrides))
-
-
-def _run_jobs(jobs: list[dict[str, Any]], workers: int):
-    """Yield (fold, predictions) as folds finish: in this process, or in ``workers`` processes.
-
-    Workers are spawned, not forked: forking a process that already runs torch's thread
-    pools can deadlock.
-    """
-    if workers <= 1:
-        for job in jobs:
-            yield _fold_job(job)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_fold_job, job) for job in jobs]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-
-
-def write_cv(run_dir: str | Path, cv: CrossValidation) -> Path:
-    """Write ``metrics_cv.json`` into the run folder (atomically) and return its path."""
-    path = Path(run_dir) / CV_FILE
+def write_cv(run: str | Path | RunFolder, cv: CrossValidation) -> Path:
+    """Write ``metrics_cv.json`` into the run's output folder (atomically) and return its path."""
+    path = _folder(run).metrics("cv")
     atomic_write_json(path, json_safe(cv.to_json()))
     return path

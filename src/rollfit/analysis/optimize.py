@@ -30,7 +30,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -38,8 +38,22 @@ import torch
 from ..errors import ConfigError, RollfitError, did_you_mean, listing
 from .constraints import Constraint, Expression, parse_constraint, parse_target
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .surrogate import Surrogate
+
+
+class SurrogateLike(Protocol):
+    """What the optimizer needs of a model: ``Surrogate`` has it (declared here, so this
+    module does not import ``surrogate``, which imports this one for ``Surrogate.optimize``)."""
+
+    model: torch.nn.Module
+    config: dict[str, Any]
+    in_lbl: list[str]
+    out_lbl: list[str]
+    bounds_are_estimated: bool
+    run_dir: Optional[Path]
+
+    def predict(self, X: Any) -> np.ndarray: ...
+
+    def _bounds_arrays(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 LR_START, LR_END = 0.05, 1e-4  # Adam step sizes in unit-box coordinates
 OUTER, STEPS = 8, 800  # multiplier updates, and Adam steps in all (default)
@@ -136,7 +150,7 @@ def _check_input(name: str, in_lbl: Sequence[str], where: str) -> int:
     return list(in_lbl).index(name)
 
 
-def _search_box(sur: "Surrogate", bounds: Optional[Mapping[str, Sequence[Optional[float]]]],
+def _search_box(sur: "SurrogateLike", bounds: Optional[Mapping[str, Sequence[Optional[float]]]],
                 warns: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Search range per input: the training range, overridden by ``bounds`` (None keeps a side)."""
     tlo, thi = sur._bounds_arrays()
@@ -155,7 +169,7 @@ def _search_box(sur: "Surrogate", bounds: Optional[Mapping[str, Sequence[Optiona
     return lo, hi
 
 
-def _fixed_columns(sur: "Surrogate", fix: Mapping[str, Any], bounds: Optional[Mapping[str, Any]],
+def _fixed_columns(sur: "SurrogateLike", fix: Mapping[str, Any], bounds: Optional[Mapping[str, Any]],
                    warns: list[str], n: int) -> tuple[list[int], np.ndarray]:
     """Indices of fixed inputs and their values (n, F); out-of-range values are warned about."""
     tlo, thi = sur._bounds_arrays()
@@ -181,7 +195,7 @@ def _fixed_columns(sur: "Surrogate", fix: Mapping[str, Any], bounds: Optional[Ma
     return idx, values
 
 
-def _build_problem(sur: "Surrogate", target: str, maximize: bool, fix: Mapping[str, Any],
+def _build_problem(sur: "SurrogateLike", target: str, maximize: bool, fix: Mapping[str, Any],
                    bounds: Optional[Mapping[str, Any]], constraints: Sequence[str],
                    params: Mapping[str, np.ndarray], n: int) -> _Problem:
     """Validate every option against the surrogate's labels and assemble a ``_Problem``."""
@@ -204,7 +218,7 @@ class _Evaluator:
     """The model (a float64 copy on ``device``), the objective and the constraint residuals
     of a batch of rows; row ``r`` belongs to problem ``r // starts``."""
 
-    def __init__(self, sur: "Surrogate", prob: _Problem, starts: int, device: torch.device):
+    def __init__(self, sur: "SurrogateLike", prob: _Problem, starts: int, device: torch.device):
         self.prob, self.starts, self.device, self.out_lbl = prob, starts, device, list(sur.out_lbl)
         self.model = copy.deepcopy(sur.model).to(device=device, dtype=torch.float64).eval()
         for p in self.model.parameters():
@@ -376,7 +390,7 @@ def _pick(ev: _Evaluator, u: torch.Tensor, sc: _Scaled, starts: int) -> tuple[np
 
 
 # ----------------------------------------------------------------------------- training data
-def load_training_inputs(sur: "Surrogate") -> tuple[Optional[np.ndarray], str]:
+def load_training_inputs(sur: "SurrogateLike") -> tuple[Optional[np.ndarray], str]:
     """The training rows' inputs (in ``in_lbl`` order), re-read with the reader from the
     data section of the checkpoint's run config, and a note. (None, why) when unavailable.
 
@@ -468,7 +482,7 @@ def _edge_warnings(prob: _Problem, x: np.ndarray) -> list[str]:
     return out
 
 
-def _result(sur: "Surrogate", prob: _Problem, p: int, x: np.ndarray, resid: np.ndarray, feasible: bool,
+def _result(sur: "SurrogateLike", prob: _Problem, p: int, x: np.ndarray, resid: np.ndarray, feasible: bool,
             n_feasible: int, starts: int) -> OptimizationResult:
     """One problem's answer in original units (outputs predicted by the surrogate itself)."""
     y = sur.predict(x[None, :].astype(np.float32))[0].astype(float)
@@ -494,7 +508,7 @@ def _result(sur: "Surrogate", prob: _Problem, p: int, x: np.ndarray, resid: np.n
         params={k: float(v[p]) for k, v in prob.params.items()}, starts=starts, feasible_starts=int(n_feasible))
 
 
-def _add_distances(sur: "Surrogate", results: list[OptimizationResult], train: Optional[np.ndarray], note: str) -> None:
+def _add_distances(sur: "SurrogateLike", results: list[OptimizationResult], train: Optional[np.ndarray], note: str) -> None:
     """Fill distance fields (and a "far from the data" warning) from the training inputs."""
     if train is None or len(train) == 0:
         for r in results:
@@ -514,7 +528,7 @@ def _add_distances(sur: "Surrogate", results: list[OptimizationResult], train: O
                               f"{FAR_FACTOR:g}x the median spacing {spacing:.3g}: the model extrapolates there")
 
 
-def _device(name: Any, sur: "Surrogate") -> torch.device:
+def _device(name: Any, sur: "SurrogateLike") -> torch.device:
     """The torch device to optimize on: the model's by default; ``auto``: cuda if present."""
     if name is None:
         return sur.model.input_mean.device
@@ -544,7 +558,7 @@ def _cpu_threads(device: torch.device, rows: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _solve_problems(sur: "Surrogate", prob: _Problem, starts: int, seed: int, device: Any,
+def _solve_problems(sur: "SurrogateLike", prob: _Problem, starts: int, seed: int, device: Any,
                     train: Optional[np.ndarray], distances: bool, steps: int) -> list[OptimizationResult]:
     """Optimize every problem of ``prob`` at once; one result per problem."""
     if int(starts) < 1:
@@ -579,7 +593,7 @@ def _solve_problems(sur: "Surrogate", prob: _Problem, starts: int, seed: int, de
 
 
 # ----------------------------------------------------------------------------- public API
-def optimize(surrogate: "Surrogate", target: str, maximize: bool = False,
+def optimize(surrogate: "SurrogateLike", target: str, maximize: bool = False,
              fix: Optional[Mapping[str, float]] = None,
              bounds: Optional[Mapping[str, Sequence[Optional[float]]]] = None,
              constraints: Optional[Sequence[str]] = None, starts: int = 64, seed: int = 0,
@@ -601,7 +615,7 @@ def optimize(surrogate: "Surrogate", target: str, maximize: bool = False,
     return _solve_problems(surrogate, prob, starts, seed, device, training_inputs, distances, steps)[0]
 
 
-def sweep_optimum(surrogate: "Surrogate", target: str, vary: Mapping[str, Sequence[float]],
+def sweep_optimum(surrogate: "SurrogateLike", target: str, vary: Mapping[str, Sequence[float]],
                   maximize: bool = False, fix: Optional[Mapping[str, float]] = None,
                   bounds: Optional[Mapping[str, Sequence[Optional[float]]]] = None,
                   constraints: Optional[Sequence[str]] = None, starts: int = 64, seed: int = 0,
@@ -630,7 +644,7 @@ def sweep_optimum(surrogate: "Surrogate", target: str, vary: Mapping[str, Sequen
     return SweepResult(target, names, rows, results, list(prob.warnings))
 
 
-def _vary_grids(sur: "Surrogate", vary: Mapping[str, Sequence[float]],
+def _vary_grids(sur: "SurrogateLike", vary: Mapping[str, Sequence[float]],
                 fix: Optional[Mapping[str, float]]) -> tuple[list[str], list[np.ndarray]]:
     """Swept names and their values, checked: at least one, non-empty, finite, not also fixed."""
     if not vary:
@@ -647,7 +661,7 @@ def _vary_grids(sur: "Surrogate", vary: Mapping[str, Sequence[float]],
     return names, grids
 
 
-def _sweep_row(sur: "Surrogate", names: list[str], values: np.ndarray, res: OptimizationResult) -> dict[str, Any]:
+def _sweep_row(sur: "SurrogateLike", names: list[str], values: np.ndarray, res: OptimizationResult) -> dict[str, Any]:
     """One CSV row: swept values, optimal inputs, predicted outputs, objective, status."""
     row: dict[str, Any] = {n: float(v) for n, v in zip(names, values)}
     row.update({lbl: v for lbl, v in res.inputs.items() if lbl not in row})

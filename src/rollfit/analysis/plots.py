@@ -26,7 +26,6 @@ from ..errors import ConfigError, did_you_mean, listing
 from ..io import atomic_write_with
 from .surrogate import Surrogate
 
-PLOTS_DIR = "plots"
 SKIP_KEYS = ("step", "timestamp", "epoch")
 # Scatter plots show at most this many points (a seeded sample): a million dots draw slowly
 # and show nothing more than a few thousand do. Metrics always use every row.
@@ -436,18 +435,21 @@ def _failed_or_empty(table, in_lbl: Sequence[str]) -> np.ndarray:
 
 def make_plots(run: str | Path | Surrogate, pairs: Optional[Sequence[Sequence[str]]] = None,
                slices: Optional[Sequence[str]] = None, hold: Optional[Mapping[str, float]] = None,
-               table=None, evaluation=None) -> dict[str, Path]:
-    """Write a run's PNGs into ``<run>/plots/``; returns plot name -> path.
+               table=None, evaluation=None, output: Optional[str | Path] = None) -> dict[str, Path]:
+    """Write a run's PNGs into its ``plots/`` (under ``output`` when given); returns plot name -> path.
 
     ``pairs``: input pairs for contour plots (default: the first two inputs); ``slices``:
     inputs for 1-D slices (default: the first input); ``hold``: values of the other inputs
     (default: training medians). ``table``/``evaluation`` reuse what the caller already has.
+    The output folder is checked writable first: a read-only run folder fails naming
+    ``--output`` before anything is drawn.
     """
     from .evaluate import evaluate_run, load_run_table, split_rows
 
     s = run if isinstance(run, Surrogate) else Surrogate.load(run)
-    run_dir = Path(run) if not isinstance(run, Surrogate) and Path(run).is_dir() else s.run_dir
-    out = run_dir / PLOTS_DIR
+    folder = s.folder if output is None else s.folder.with_output(output)
+    folder.check_output()
+    run_dir, out = folder.root, folder.plots
     pairs = [tuple(p) for p in pairs] if pairs else default_pairs(s.in_lbl)
     slices = list(slices) if slices else s.in_lbl[:1]
     for p in pairs:  # check every name before drawing anything

@@ -3,7 +3,7 @@
 Everything is inside the file: CSS inline, images as base64 ``data:`` URIs, no scripts and
 no network references, so it opens offline, can be mailed, and renders the same years
 later. ``write_run_report`` (called by training at the end of a run unless
-``trainer.report`` is false) evaluates the run, writes ``metrics.json`` and the PNGs of
+``trainer.report`` is false) evaluates the run, writes ``metrics_validation.json`` and the PNGs of
 ``plots.make_plots``, then the page, each file atomically.
 """
 from __future__ import annotations
@@ -19,10 +19,8 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from ..io import atomic_write_text
-from .evaluate import CV_FILE, METRICS, Evaluation, evaluate_run, load_run_table, write_metrics
+from .evaluate import METRICS, Evaluation, evaluate_run, load_run_table, write_metrics
 from .surrogate import Surrogate
-
-REPORT_FILE = "report.html"
 
 CAPTIONS = {
     "loss": "Training log: every logged loss component (log scale) and the learning rate (dashed, right axis).",
@@ -129,36 +127,40 @@ def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str,
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def _read_cv(run_dir: Path) -> Optional[dict[str, Any]]:
-    """``metrics_cv.json`` of the run, if a cross-validation was run and the file is readable."""
-    p = run_dir / CV_FILE
+def _read_cv(path: Path) -> Optional[dict[str, Any]]:
+    """The run's ``metrics_cv.json``, if a cross-validation was run and the file is readable."""
     try:
-        return json.loads(p.read_text()) if p.is_file() else None
+        return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, json.JSONDecodeError):
         return None
 
 
-def write_run_report(run_dir: str | Path, table=None, pairs: Optional[Sequence[Sequence[str]]] = None,
-                     slices: Optional[Sequence[str]] = None, hold: Optional[Mapping[str, float]] = None) -> Path:
-    """Evaluate a run, write ``metrics.json``, ``plots/*.png`` and ``report.html``; returns the page's path.
+def write_run_report(run: str | Path | Surrogate, table=None, pairs: Optional[Sequence[Sequence[str]]] = None,
+                     slices: Optional[Sequence[str]] = None, hold: Optional[Mapping[str, float]] = None,
+                     output: Optional[str | Path] = None) -> Path:
+    """Evaluate a run, write ``metrics_validation.json`` (``metrics_training.json`` for
+    train_split 1.0), ``plots/*.png`` and ``report.html``; returns the page's path.
 
-    ``table`` is the run's data already in memory (training passes it), else it is read from
-    the run's configured files. ``pairs``, ``slices`` and ``hold`` are as in ``make_plots``.
+    Metrics of other files (``rollfit evaluate --hdf5``) live in their own files and are
+    never overwritten here. ``table`` is the run's data already in memory (training passes
+    it), else it is read from the run's configured files. ``pairs``, ``slices`` and ``hold``
+    are as in ``make_plots``; ``output`` puts the outputs elsewhere (a read-only run).
     """
     from .plots import make_plots
 
-    run_dir = Path(run_dir)
-    s = Surrogate.load(run_dir)
+    s = run if isinstance(run, Surrogate) else Surrogate.load(run)
+    folder = s.folder if output is None else s.folder.with_output(output)
+    folder.check_output()
     table = table if table is not None else load_run_table(s)
     evaluation = evaluate_run(s, table=table)
-    write_metrics(run_dir, evaluation)
-    written = make_plots(run_dir, pairs, slices, hold, table=table, evaluation=evaluation)
+    write_metrics(folder, evaluation)
+    written = make_plots(s, pairs, slices, hold, table=table, evaluation=evaluation, output=output)
     images = {name: Path(p).read_bytes() for name, p in written.items()}
     summary = s.config.get("data_summary") or {
         "rows": len(table), "groups": table.n_groups, "failed": table.n_failed, "skipped": table.n_skipped,
         "files": list(table.files)}
-    page = report_html(f"rollfit report: {run_dir.name}", s.config.get("run_config") or {}, summary,
-                       evaluation, images, _read_cv(run_dir), checkpoint=str(s.checkpoint.name))
-    path = run_dir / REPORT_FILE
+    page = report_html(f"rollfit report: {folder.root.name}", s.config.get("run_config") or {}, summary,
+                       evaluation, images, _read_cv(folder.metrics("cv")), checkpoint=str(s.checkpoint.name))
+    path = folder.report
     atomic_write_text(path, page)
     return path

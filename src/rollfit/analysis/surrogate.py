@@ -15,7 +15,8 @@ import torch
 
 from ..errors import DataError, listing
 from ..model.network import RegressionNet
-from ..training.checkpoint import load_model
+from ..runs.checkpoint import load_model
+from ..runs.folder import RunFolder
 
 ArrayLike = Union[np.ndarray, Mapping[str, Any], Any]
 
@@ -23,24 +24,31 @@ ArrayLike = Union[np.ndarray, Mapping[str, Any], Any]
 class Surrogate:
     """A trained surrogate: raw inputs in, outputs in original units out."""
 
-    def __init__(self, model: RegressionNet, config: dict[str, Any], checkpoint: Optional[Path] = None):
+    def __init__(self, model: RegressionNet, config: dict[str, Any], checkpoint: Optional[Path] = None,
+                 folder: Optional[RunFolder] = None):
         self.model = model.eval()
         self.config = config
-        self.checkpoint = checkpoint
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if folder is None and self.checkpoint is not None:
+            folder = RunFolder.of_checkpoint(self.checkpoint)
+        self.folder: Optional[RunFolder] = folder
         self.in_lbl: list[str] = list(config["in_lbl"])
         self.out_lbl: list[str] = list(config["out_lbl"])
 
     @classmethod
-    def load(cls, run_or_checkpoint: str | Path, activation: Optional[str] = None) -> "Surrogate":
-        """Load a run folder (newest checkpoint) or a checkpoint file; ``activation`` supplies
-        what an original run without ``config.yaml`` lacks."""
-        model, cfg, path = load_model(run_or_checkpoint, activation)
-        return cls(model, cfg, path)
+    def load(cls, run: str | Path | RunFolder, activation: Optional[str] = None) -> "Surrogate":
+        """Load a run folder (its newest readable checkpoint) or a checkpoint file; ``activation``
+        supplies what an original run without ``config.yaml`` lacks. A damaged newest
+        checkpoint is skipped with a warning naming it."""
+        folder = run if isinstance(run, RunFolder) else RunFolder.at(run)
+        model, cfg, path = load_model(folder, activation)
+        return cls(model, cfg, path, folder)
 
     @property
     def run_dir(self) -> Optional[Path]:
-        """The run folder the checkpoint belongs to (two levels up), if known."""
-        return self.checkpoint.resolve().parent.parent if self.checkpoint else None
+        """The run folder of the checkpoint (``RunFolder.of_checkpoint``: for a checkpoint
+        outside a run folder, the folder beside it), if known."""
+        return self.folder.root if self.folder is not None else None
 
     @property
     def bounds(self) -> dict[str, tuple[float, float]]:

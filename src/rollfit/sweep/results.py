@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -178,10 +179,20 @@ def _panel(ax, used, space: SearchSpace, key: str, metric: str) -> None:
 
 
 # ---- all outputs --------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    """What a finished sweep produced; ``rows`` are sorted best first."""
+
+    output: Path
+    rows: list[dict[str, Any]]
+    best_config: Optional[Path]
+    results_csv: Path
+    plot: Optional[Path]
+    importance: dict[str, float] = field(default_factory=dict)
+
+
 def write_outputs(grid, cfg: Config, space: SearchSpace, output: Path, settings):
     """results.csv, console table, best_config.yaml, sweep_plot.png and sweep.json."""
-    from .runner import SweepResult
-
     metric = settings.metric
     rows = collect_rows(grid, space, metric, settings.mode, cfg.trainer.max_epochs)
     cols = columns(rows, space, metric)

@@ -2,7 +2,7 @@
 
 ``run_sweep`` reads the rows once in the driver and hands them to every trial through
 Ray's object store (``tune.with_parameters``: one copy per node, read zero-copy by the
-trials there). Each trial is ``training.run.train`` on the base config with the sampled
+trials there). Each trial is ``pipeline.run.train`` on the base config with the sampled
 values set, writing ``DIR/trial_NNNNN/`` -- a complete run folder, so ``rollfit evaluate``,
 ``plot`` etc. work on it -- and reports its metrics at every log period through the
 trainer's ``on_log`` callback. ASHA stops trials that lag behind at its rungs; Optuna's
@@ -19,7 +19,7 @@ base config with the best trial's values, ready for ``rollfit train``), ``sweep_
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,18 +47,6 @@ class SweepSettings:
     early_stop: bool = True
     seed: int = 0
     verbose: bool = False
-
-
-@dataclass
-class SweepResult:
-    """What a finished sweep produced; ``rows`` are sorted best first."""
-
-    output: Path
-    rows: list[dict[str, Any]]
-    best_config: Optional[Path]
-    results_csv: Path
-    plot: Optional[Path]
-    importance: dict[str, float] = field(default_factory=dict)
 
 
 # ---- checks before anything starts -----------------------------------------------------
@@ -104,7 +92,7 @@ def run_trial(config: dict[str, Any], table=None, base: Optional[dict[str, Any]]
     import torch
     from ray import tune
 
-    from ..training.run import train
+    from ..pipeline.run import train
 
     torch.set_num_threads(max(1, threads))
     name = tune.get_context().get_trial_name()
@@ -200,7 +188,7 @@ def _metric_text(result: dict[str, Any]) -> str:
 def run_sweep(cfg: Config, space: SearchSpace, output: str | Path, settings: SweepSettings,
               table=None) -> SweepResult:
     """Run the sweep and write its outputs; ``space`` must come from ``load_space`` (checked)."""
-    from ..training.run import load_table
+    from ..pipeline.run import load_table
 
     check_settings(settings)
     check_trials(space, settings.samples)
@@ -214,8 +202,6 @@ def run_sweep(cfg: Config, space: SearchSpace, output: str | Path, settings: Swe
     finally:
         if started:
             ray.shutdown()
-    from .results import write_outputs
-
     return write_outputs(grid, cfg, space, output, settings)
 
 

@@ -14,7 +14,6 @@ Runs of the original pipeline have no ``format_version``: their networks output 
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -23,13 +22,13 @@ import torch
 import yaml
 
 from ..config import ACTIVATIONS
+from ..ckpt_schema import validate_checkpoint
 from ..errors import CheckpointError, DataFileNotFound, did_you_mean
 from ..io import atomic_write_bytes
 from ..model.network import RegressionNet
+from .folder import CKPT_DIR, RunFolder, list_checkpoints
 
 FORMAT_VERSION = 1
-CKPT_DIR = "checkpoints"
-_EPOCH_RE = re.compile(r"ep_(\d+)\.ckpt$")
 SEED_KEYS = ("input_dim", "output_dim", "layers", "residual", "input_mean", "input_std", "target_mean", "target_std")
 
 
@@ -46,29 +45,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's ``checkpoints/ep_*.ckpt`` files, oldest epoch first."""
-    found = [(int(m.group(1)), p) for p in (Path(run_dir) / CKPT_DIR).glob("ep_*.ckpt")
-             if (m := _EPOCH_RE.search(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
+def resolve_checkpoint(run_or_ckpt: str | Path | RunFolder) -> Path:
     """A checkpoint file as given, or the newest checkpoint of a run folder."""
-    p = Path(run_or_ckpt)
-    if p.is_file():
-        return p
-    if not p.exists():
-        raise DataFileNotFound(f"{p}: expected a run folder or a checkpoint file, but it does not exist")
-    ckpts = list_checkpoints(p)
-    if not ckpts:
-        raise CheckpointError(f"{p}: expected a run folder with {CKPT_DIR}/ep_*.ckpt, but found no checkpoint")
-    return ckpts[-1]
-
-
-def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The run folder of a checkpoint (two levels up, as the original lays them out)."""
-    return Path(ckpt_path).resolve().parent.parent
+    folder = run_or_ckpt if isinstance(run_or_ckpt, RunFolder) else RunFolder.at(run_or_ckpt)
+    return folder.checkpoint or folder.list_checkpoints()[-1]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -81,6 +61,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(f"{p}: expected a torch checkpoint, but it could not be read "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    validate_checkpoint(ckpt, p)
     missing = [k for k in ("model_state_dict", "config") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{p}: expected a checkpoint dict with {', '.join(missing)}, but they are missing")
@@ -244,14 +225,32 @@ def build_model(cfg: dict[str, Any]) -> RegressionNet:
         residual=cfg["residual"], activation=cfg["activation"], target_convention=cfg["target_convention"])
 
 
-def load_model(run_or_ckpt: str | Path, activation: Optional[str] = None) -> tuple[RegressionNet, dict[str, Any], Path]:
+def newest_readable(folder: RunFolder) -> tuple[Path, dict[str, Any]]:
+    """(path, checkpoint): the file the user named, else the run's newest readable checkpoint.
+
+    A damaged newest checkpoint (a disk fault, a kill during a copy) is skipped with a
+    warning naming it, as ``--resume`` does; a file named explicitly must be readable.
+    """
+    if folder.checkpoint is not None:
+        return folder.checkpoint, load_checkpoint(folder.checkpoint)
+    ckpts = folder.list_checkpoints()
+    for path in reversed(ckpts[1:]):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; using the next older checkpoint", UserWarning, stacklevel=3)
+    return ckpts[0], load_checkpoint(ckpts[0])
+
+
+def load_model(run_or_ckpt: str | Path | RunFolder,
+               activation: Optional[str] = None) -> tuple[RegressionNet, dict[str, Any], Path]:
     """(model in eval mode, completed config, checkpoint path) for a run folder or checkpoint.
 
     Works for rollfit's and the original pipeline's checkpoints alike (see ``model_config``);
     the weights must match the rebuilt network exactly (strict loading).
     """
-    path = resolve_checkpoint(run_or_ckpt)
-    ckpt = load_checkpoint(path)
+    folder = run_or_ckpt if isinstance(run_or_ckpt, RunFolder) else RunFolder.at(run_or_ckpt)
+    path, ckpt = newest_readable(folder)
     cfg = model_config(ckpt, path, activation)
     model = build_model(cfg)
     load_weights(model, ckpt["model_state_dict"], path)

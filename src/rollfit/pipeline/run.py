@@ -1,19 +1,21 @@
-"""The training pipeline: config + rollout files -> a complete run folder.
-
-Run folder layout (the original's, plus report files)::
-
-    <run>/config.yaml                 the validated config actually used
-    <run>/logs/regression_hdf5_<timestamp>.json (+ _hparams.json)
-    <run>/checkpoints/ep_NNNNNN.ckpt  at save_period and at the last epoch
-    <run>/plots/, <run>/report.html   when trainer.report is true
+"""The training pipeline: config + rollout files -> a complete run folder, then its report.
 
 ``train`` starts a run (optionally fine-tuning from another run's weights, ``init_from``);
 ``resume`` continues one from its newest complete checkpoint, exactly (docs/resilience.md).
+Both build a ``_Start`` (what differs between them) and go through one path, ``_execute``:
+lock the folder, seed, read the data, build the data module, write config and log, fit,
+write the report. The folder layout is ``runs.folder.RunFolder``'s.
+
+A run folder belongs to one run: ``train`` into a folder that holds a run is an error
+naming ``--resume`` and ``--overwrite``, and ``rollfit.lock`` is held for the run's life.
+A folder this call created is removed again when the run fails before training starts.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import shutil
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -24,15 +26,17 @@ from ..config import Config, save_config
 from ..data.datamodule import HDF5DataModule
 from ..data.reader import load_rollouts
 from ..data.table import RolloutTable
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..model.network import RegressionNet
-from . import checkpoint as ckpt_io
-from . import distributed
-from .checkpoint import FORMAT_VERSION, find_resume_checkpoint, run_dir_of
-from .logger import SimpleLogger
-from .resume import (adopt_init_settings, check_same_data, data_fingerprint, last_logged, probe_run_folder,
-                     remove_stale_temp_files, reopen_log, resume_config)
-from .trainer import Trainer, resolve_device, seed_everything
+from ..runs import checkpoint as ckpt_io
+from ..runs.checkpoint import FORMAT_VERSION, find_resume_checkpoint
+from ..runs.folder import RunFolder
+from ..training import distributed
+from ..training.logger import SimpleLogger
+from ..training.trainer import Trainer, resolve_device, seed_everything
+from .resume import adopt_init_settings, check_same_data, data_fingerprint, last_logged, reopen_log, resume_config
+
+OnLog = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -44,6 +48,19 @@ class RunResult:
     table: RolloutTable
     last_checkpoint: Path
     resumed_from: Optional[Path] = None
+
+
+@dataclass
+class _Start:
+    """What differs between starting a run and continuing one; ``_execute`` does the rest."""
+
+    cfg: Config
+    folder: RunFolder
+    model: Optional[RegressionNet] = None      # None: a fresh network built from the data
+    ckpt: Optional[dict[str, Any]] = None      # resume: the checkpoint to continue from
+    ckpt_path: Optional[Path] = None
+    meta: dict[str, Any] = field(default_factory=dict)  # extra checkpoint metadata (init_from)
+    overwrite: bool = False
 
 
 def default_output_dir(hdf5_path: Any) -> Path:
@@ -92,19 +109,6 @@ def checkpoint_meta(cfg: Config, table: RolloutTable, data: HDF5DataModule) -> d
     }
 
 
-def prepare(cfg: Config, output: Optional[str | Path] = None, table: Optional[RolloutTable] = None,
-            model: Optional[RegressionNet] = None):
-    """Seed, probe the run folder, read data, build the data module and the model (unless
-    ``model`` is given, e.g. fine-tuning); nothing trained yet."""
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    run_dir = Path(output) if output is not None else default_output_dir(cfg.data.hdf5_path)
-    probe_run_folder(run_dir)
-    table = table if table is not None else load_table(cfg)
-    data = make_data(cfg, table)
-    model = model if model is not None else build_model(cfg, data)
-    return run_dir, table, data, model
-
-
 def make_data(cfg: Config, table: RolloutTable) -> HDF5DataModule:
     """The split and resident tensors of ``table`` on the configured device."""
     device = resolve_device(cfg.trainer.device, cfg.trainer.compile, rows=len(table))
@@ -120,43 +124,43 @@ def init_model(cfg: Config, init_from: str | Path, activation: Optional[str] = N
     return model.train(), path
 
 
+def check_new_run(folder: RunFolder, overwrite: bool) -> None:
+    """A run folder belongs to one run: refuse one that holds a run unless ``overwrite``,
+    which first deletes the old run's checkpoints, logs, metrics, plots and report."""
+    marks = folder.run_markers()
+    if marks and not overwrite:
+        raise OutputError(f"{folder.root}: expected a new or empty run folder, but it holds a run "
+                          f"({', '.join(marks)}); continue it with --resume {folder.root}, or replace it "
+                          "with --overwrite")
+    if marks:
+        folder.clear()
+
+
 def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[RolloutTable] = None,
-          on_log: Optional[Callable[[int, dict[str, float]], None]] = None,
-          init_from: Optional[str | Path] = None, init_activation: Optional[str] = None) -> RunResult:
+          on_log: Optional[OnLog] = None, init_from: Optional[str | Path] = None,
+          init_activation: Optional[str] = None, overwrite: bool = False) -> RunResult:
     """Train a model as configured; returns the run folder and the last logged metrics.
 
+    ``output`` must be new or empty (else an error naming ``--resume``/``--overwrite``;
+    ``overwrite=True`` clears the old run first); default: a new ``rollfit_runs/version_N``.
     ``on_log(epoch, row)`` is called at every log period (a sweep reports through it).
     ``init_from`` (a run folder or checkpoint, rollfit's or the original pipeline's) starts
     from its weights with a fresh optimizer and schedule (fine-tuning).
     """
-    init_path = None
-    model = None
+    model, meta = None, {}
     if init_from is not None:
         model, init_path = init_model(cfg, init_from, init_activation)
+        meta["init_from"] = str(Path(init_path).resolve())
+    root = Path(output) if output is not None else default_output_dir(cfg.data.hdf5_path)
     dist = distributed.from_env(cfg.trainer.device)  # None unless torchrun started several processes
     if dist is not None:  # every rank must use rank 0's (maybe new version_N) folder
-        output = dist.same_path(Path(output) if output is not None else default_output_dir(cfg.data.hdf5_path))
-    run_dir, table, data, model = prepare(cfg, output, table, model)
-    writer = dist is None or dist.is_writer  # rank 0 alone writes files
-    if writer:
-        save_config(cfg, run_dir / "config.yaml")
-    logger = SimpleLogger(run_dir / "logs") if writer else distributed.QuietLogger(run_dir / "logs")
-    logger.log_hyperparams(cfg.to_dict())
-    meta = checkpoint_meta(cfg, table, data)
-    if init_path is not None:
-        meta["init_from"] = str(Path(init_path).resolve())
-    trainer = Trainer(model, cfg.trainer, data, run_dir, logger, meta, on_log=on_log, dist=dist)
-    metrics = trainer.fit()
-    if cfg.trainer.report and writer:
-        write_report_safely(run_dir, table)
-    if dist is not None:
-        dist.finish()
-    return RunResult(run_dir, metrics, table, trainer.last_checkpoint)
+        root = dist.same_path(root)
+    start = _Start(cfg, RunFolder(root), model=model, meta=meta, overwrite=overwrite)
+    return _execute(start, table, on_log, dist)
 
 
 def resume(run_or_ckpt: str | Path, overrides: Sequence[str] = (), config: Optional[Config] = None,
-           hdf5: Any = None, table: Optional[RolloutTable] = None,
-           on_log: Optional[Callable[[int, dict[str, float]], None]] = None) -> RunResult:
+           hdf5: Any = None, table: Optional[RolloutTable] = None, on_log: Optional[OnLog] = None) -> RunResult:
     """Continue a run from its newest complete checkpoint (or the checkpoint given).
 
     Model, optimizer, scheduler, epoch, RNG states, split and normalization come from the
@@ -166,40 +170,87 @@ def resume(run_or_ckpt: str | Path, overrides: Sequence[str] = (), config: Optio
     On CPU the result is bit-identical to an uninterrupted run.
     """
     path, ckpt = find_resume_checkpoint(run_or_ckpt)
-    run_dir = run_dir_of(path)
     cfg = resume_config(ckpt, path, overrides, config, hdf5)
-    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    dist = distributed.from_env(cfg.trainer.device)  # any number of processes: checkpoints hold the full state
-    writer = dist is None or dist.is_writer
-    probe_run_folder(run_dir)
-    if writer:
-        remove_stale_temp_files(run_dir)
-    table = table if table is not None else load_table(cfg)
-    data = make_data(cfg, table)
-    check_same_data(ckpt, path, table, data)
     model = ckpt_io.build_model(ckpt_io.model_config(ckpt, path))
     ckpt_io.load_weights(model, ckpt["model_state_dict"], path)
+    meta = {k: v for k, v in ckpt["config"].items() if k == "init_from"}
+    folder = RunFolder(RunFolder.of_checkpoint(path).root)
+    dist = distributed.from_env(cfg.trainer.device)  # any number of processes: checkpoints hold the full state
+    return _execute(_Start(cfg, folder, model, ckpt, path, meta), table, on_log, dist)
+
+
+def _execute(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], dist) -> RunResult:
+    """The one path of ``train`` and ``resume``: rank 0 alone holds the lock and writes files."""
+    writer = dist is None or dist.is_writer
+    folder, created = start.folder, _first_missing(start.folder.root)
+    lock = folder.lock()
     if writer:
-        save_config(cfg, run_dir / "config.yaml")
-    logger = reopen_log(run_dir, ckpt) if writer else distributed.QuietLogger(run_dir / "logs")
-    logger.log_hyperparams(cfg.to_dict())
-    meta = {**checkpoint_meta(cfg, table, data),
-            **{k: v for k, v in ckpt["config"].items() if k == "init_from"}}
-    trainer = Trainer(model.train(), cfg.trainer, data, run_dir, logger, meta, on_log=on_log, dist=dist)
-    trainer.load_state(ckpt)
-    trainer.last_checkpoint = path
-    metrics = trainer.fit() or last_logged(logger)
-    if cfg.trainer.report and trainer.start_epoch < cfg.trainer.max_epochs and writer:
-        write_report_safely(run_dir, table)
+        lock.acquire()
+    try:
+        trainer, table, logger = _prepare(start, table, on_log, dist, writer)
+        created = None  # training starts: the folder is the run's from here on
+        metrics = trainer.fit() or last_logged(logger)
+        if start.cfg.trainer.report and writer and (start.ckpt is None or trainer.start_epoch < start.cfg.trainer.max_epochs):
+            write_report_safely(folder.root, table)
+    except BaseException:
+        if created is not None and writer:  # failed before training: leave no empty run folder behind
+            lock.release()
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
     if dist is not None:
         dist.finish()
-    return RunResult(run_dir, metrics, table, trainer.last_checkpoint, resumed_from=path)
+    return RunResult(folder.root, metrics, table, trainer.last_checkpoint, resumed_from=start.ckpt_path)
+
+
+def _first_missing(path: Path) -> Optional[Path]:
+    """The outermost folder of ``path`` that does not exist yet (what a run would create)."""
+    missing = None
+    for p in [path.absolute(), *path.absolute().parents]:
+        if p.exists():
+            return missing
+        missing = p
+    return missing
+
+
+def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], dist, writer: bool):
+    """Everything before the first epoch: (trainer, table, logger)."""
+    cfg, folder = start.cfg, start.folder
+    if writer and start.ckpt is None:
+        check_new_run(folder, start.overwrite)
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    folder.probe()
+    if writer:
+        folder.remove_stale_temp_files()
+    table = table if table is not None else load_table(cfg)
+    data = make_data(cfg, table)
+    if start.ckpt is not None:
+        check_same_data(start.ckpt, start.ckpt_path, table, data)
+    model = start.model if start.model is not None else build_model(cfg, data)
+    if writer:
+        save_config(cfg, folder.config)
+    logger = _logger(start, writer)
+    logger.log_hyperparams(cfg.to_dict())
+    meta = {**checkpoint_meta(cfg, table, data), **start.meta}
+    trainer = Trainer(model.train(), cfg.trainer, data, folder.root, logger, meta, on_log=on_log, dist=dist)
+    if start.ckpt is not None:
+        trainer.load_state(start.ckpt)
+        trainer.last_checkpoint = start.ckpt_path
+    return trainer, table, logger
+
+
+def _logger(start: _Start, writer: bool) -> SimpleLogger:
+    """A new metrics log, the resumed run's reopened one, or a quiet one on ranks > 0."""
+    if not writer:
+        return distributed.QuietLogger(start.folder.logs)
+    if start.ckpt is not None:
+        return reopen_log(start.folder, start.ckpt, start.ckpt_path)
+    return SimpleLogger(start.folder.logs)
 
 
 def write_report_safely(run_dir: Path, table: RolloutTable) -> None:
     """Write plots/ and report.html; a failure there warns, the trained run is kept."""
-    import warnings
-
     try:
         from ..analysis.report import write_run_report
 

@@ -1,12 +1,12 @@
-"""The checks and bookkeeping behind ``resume`` and ``--init-from`` (``run.py`` drives them).
+"""The checks and bookkeeping behind ``resume`` and ``--init-from`` (``pipeline.run`` drives them).
 
 Resuming continues the same experiment, so the config may change only in ways that do
 not change what is learned (``ALLOWED_RESUME_CHANGES``: epochs, periods, checkpoint
 cadence, progress/report, device and engine); the data must be the rows the run was
 trained on (row counts, split sizes and a SHA-256 of the table, recorded in each
-checkpoint); the metrics log is reopened and cut back to the checkpoint's epoch; and
-temporary files left by a killed process are removed. ``--init-from`` (fine-tuning)
-takes the architecture and labels from the checkpoint.
+checkpoint); the metrics log is reopened (by a name confined to ``logs/``) and cut back to
+the checkpoint's epoch. ``--init-from`` (fine-tuning) takes the architecture and labels
+from the checkpoint.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from ..config import Config, apply_overrides, validate
 from ..data.datamodule import HDF5DataModule
 from ..data.table import RolloutTable
 from ..errors import ConfigError, DataError
-from .checkpoint import CKPT_DIR
-from .logger import SimpleLogger, find_log
+from ..runs.folder import RunFolder
+from ..training.logger import SimpleLogger, find_log
 
 ALLOWED_RESUME_CHANGES = (
     "trainer.max_epochs", "trainer.log_period", "trainer.save_period", "trainer.checkpoint_every_minutes",
@@ -93,42 +93,26 @@ def _short(value: Any) -> str:
     return value[:12] if isinstance(value, str) else str(value)
 
 
-def reopen_log(run_dir: Path, ckpt: dict[str, Any]) -> SimpleLogger:
-    """The run's metrics log, without rows after the checkpoint's epoch (those epochs run again)."""
-    log_dir = run_dir / "logs"
+def reopen_log(folder: RunFolder, ckpt: dict[str, Any], path: Path) -> SimpleLogger:
+    """The run's metrics log, without rows after the checkpoint's epoch (those epochs run again).
+
+    The log's name comes from the checkpoint, so it must be a plain file name inside
+    ``logs/``: a crafted ``../../x`` is refused rather than written to.
+    """
     name = ckpt["trainer_state"].get("log_file")
-    path = log_dir / name if name and (log_dir / name).is_file() else find_log(run_dir)
+    named = folder.inside(folder.logs, name, f"{path}: trainer_state.log_file") if name is not None else None
+    log = named if named is not None and named.is_file() else find_log(folder.root)
     logger = None
-    if path is not None:
+    if log is not None:
         try:
-            logger = SimpleLogger(log_dir, resume_from=path)
+            logger = SimpleLogger(folder.logs, resume_from=log)
         except (ValueError, OSError) as exc:
-            warnings.warn(f"{path}: could not reopen the metrics log ({exc}); starting a new one", stacklevel=2)
+            warnings.warn(f"{log}: could not reopen the metrics log ({exc}); starting a new one", stacklevel=2)
     if logger is None:
-        logger = SimpleLogger(log_dir)
+        logger = SimpleLogger(folder.logs)
     logger.truncate_after(int(ckpt["epoch"]))
     logger.flush()
     return logger
-
-
-def remove_stale_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed process left (``.<name>.*.tmp``, write probes)."""
-    folders = [run_dir] + [p for p in run_dir.iterdir() if p.is_dir()] if run_dir.is_dir() else []
-    removed = []
-    for folder in folders:
-        for p in [*folder.glob(".*.tmp"), *folder.glob(".rollfit-probe.*")]:
-            if p.is_file():
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
-
-
-def probe_run_folder(run_dir: Path) -> None:
-    """Write probes of the run folder and the folders a run writes into."""
-    from ..io import check_writable
-
-    for folder in (run_dir, run_dir / CKPT_DIR, run_dir / "logs"):
-        check_writable(folder)
 
 
 def adopt_init_settings(cfg: Config, model_cfg: dict[str, Any], path: Path) -> None:
