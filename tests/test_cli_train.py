@@ -35,7 +35,7 @@ def test_train_writes_the_seed_layout(tmp_path, demo_file):
 
 def test_checkpoint_round_trip_with_the_seed_snippet(tmp_path, demo_file):
     from rollfit.model.network import RegressionNet
-    from rollfit.training.checkpoint import load_model
+    from rollfit.runs.checkpoint import load_model
 
     out = _train(tmp_path, demo_file)
     checkpoint = torch.load(out / "checkpoints" / "ep_000029.ckpt", weights_only=True)
@@ -97,3 +97,22 @@ def test_demo_runs_quickly(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "RMSE against the noise-free surface" in out
     assert (tmp_path / "demo" / "run" / "checkpoints").is_dir()
+
+
+def test_inspect_with_a_wrong_label_is_an_error_on_stderr(demo_file, capsys):
+    code = main(["inspect", "--hdf5", str(demo_file), "--in-lbl", "gait_stide", "--out-lbl", "cot_ma15"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.count("\n") == 1 and captured.err.startswith("rollfit inspect: error: ")
+    assert "gait_stide" in captured.err and "gait_stride" in captured.err
+    assert "parameters" in captured.out.lower() or "gait_stride" in captured.out  # the summary is still shown
+
+
+def test_inspect_takes_the_files_from_the_config(demo_file, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  hdf5_path: {demo_file}\n  in_lbl: [gait_stride]\n  out_lbl: [cot_ma15]\n")
+    assert main(["inspect", "--config", str(cfg)]) == 0
+    assert "metabolic/cot/MA/mean" in capsys.readouterr().out
+    assert main(["inspect"]) == 2
+    assert capsys.readouterr().err == ("rollfit inspect: error: --hdf5: expected rollout file(s) to inspect, but got "
+                                       "none (nor data.hdf5_path in a --config)\n")
