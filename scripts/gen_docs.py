@@ -67,13 +67,11 @@ errors with a suggestion. Any key can be overridden on the command line as
 
 def cli_reference() -> str:
     """``rollfit --help`` and every subcommand's ``--help``, as Markdown sections."""
-    from rollfit.cli.main import build_parser
+    from rollfit.cli.main import build_parser, visible_commands
 
     parser = build_parser()
     parts = [_help_section("rollfit", parser)]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            parts += [_help_section(f"rollfit {name}", p) for name, p in action.choices.items()]
+    parts += [_help_section(f"rollfit {name}", p) for name, p in visible_commands(parser).items()]
     return "\n".join(parts)
 
 
