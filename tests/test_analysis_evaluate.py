@@ -157,7 +157,7 @@ def test_cross_validation_agrees_with_an_independent_computation(trained_run):
 
 def test_evaluate_cli_cv_writes_metrics_cv_json(trained_run, tmp_path, capsys):
     run = _run_copy(trained_run, tmp_path)
-    assert main(["evaluate", "--run", str(run), "--cv", "2", "--cv-epochs", "10", "--workers", "1"]) == 0
+    assert main(["evaluate", "--run", str(run), "--cv", "2", "--cv-epochs", "10", "--concurrent", "1"]) == 0
     out = capsys.readouterr().out
     assert "2-fold cross-validation on" in out and "±" in out
     saved = json.loads((run / "metrics_cv.json").read_text())

@@ -32,7 +32,7 @@ def test_csv_round_trip_with_pass_through_columns(trained_run, tmp_path, capsys)
     rows = [[str(i), repr(float(x[i, 1])), f"run {i}, \"quoted\"", repr(float(x[i, 0]))] for i in range(25)]
     src = _write(tmp_path / "in.csv", header, rows)
     out = tmp_path / "out" / "pred.csv"
-    assert main(["predict", "--run", str(trained_run), "--input", str(src), "--output", str(out)]) == 0
+    assert main(["predict", "--run", str(trained_run), "--input", str(src), "--csv", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote 25 rows with predicted cot_ma15 to {out}\n"
     got_header, got_rows = _read(out)
     assert got_header == header + ["cot_ma15"]
@@ -44,7 +44,7 @@ def test_csv_round_trip_with_pass_through_columns(trained_run, tmp_path, capsys)
 
 def test_rollout_hdf5_input(trained_run, demo_file, tmp_path):
     out = tmp_path / "pred.csv"
-    assert main(["predict", "--run", str(trained_run), "--input", str(demo_file), "--output", str(out)]) == 0
+    assert main(["predict", "--run", str(trained_run), "--input", str(demo_file), "--csv", str(out)]) == 0
     header, rows = _read(out)
     assert header == ["param_idx", "gait_cadence", "gait_stride", "cot_ma15"]
     table = load_rollouts(demo_file, ["gait_cadence", "gait_stride"], ["cot_ma15"], cache=False)
@@ -57,7 +57,7 @@ def test_rollout_hdf5_input(trained_run, demo_file, tmp_path):
 def test_a_column_named_like_an_output_keeps_its_values(trained_run, tmp_path):
     src = _write(tmp_path / "in.csv", ["gait_cadence", "gait_stride", "cot_ma15"], [["1.0", "1.0", "60.5"]])
     out = tmp_path / "out.csv"
-    assert main(["predict", "--run", str(trained_run), "--input", str(src), "--output", str(out)]) == 0
+    assert main(["predict", "--run", str(trained_run), "--input", str(src), "--csv", str(out)]) == 0
     header, rows = _read(out)
     assert header == ["gait_cadence", "gait_stride", "cot_ma15", "cot_ma15_pred"] and rows[0][2] == "60.5"
 
@@ -79,7 +79,7 @@ def test_bad_csv_inputs_are_one_line_errors(trained_run, tmp_path, capsys, heade
     else:
         src.write_text("")
     out = tmp_path / "out.csv"
-    assert main(["predict", "--run", str(trained_run), "--input", str(src), "--output", str(out)]) == 2
+    assert main(["predict", "--run", str(trained_run), "--input", str(src), "--csv", str(out)]) == 2
     assert capsys.readouterr().err == "rollfit predict: error: " + message.format(src=src) + "\n"
     assert not out.exists()
 
@@ -87,6 +87,6 @@ def test_bad_csv_inputs_are_one_line_errors(trained_run, tmp_path, capsys, heade
 def test_missing_input_file(trained_run, tmp_path, capsys):
     missing = tmp_path / "nope.csv"
     out = tmp_path / "o.csv"
-    assert main(["predict", "--run", str(trained_run), "--input", str(missing), "--output", str(out)]) == 2
+    assert main(["predict", "--run", str(trained_run), "--input", str(missing), "--csv", str(out)]) == 2
     assert capsys.readouterr().err == (f"rollfit predict: error: {missing}: expected an input CSV or rollout HDF5 "
                                        "file, but it does not exist\n")

@@ -432,7 +432,7 @@ def _predict_cli(run: Path, x: np.ndarray, labels: list[str], tmp_path: Path, *e
         w = csv.writer(fh)
         w.writerow(["note", *labels[::-1]])  # another column order than in_lbl, plus a pass-through column
         w.writerows([[f"r{i}", *[f"{v:.9g}" for v in row[::-1]]] for i, row in enumerate(x)])
-    assert main(["predict", "--run", str(run), "--input", str(src), "--output", str(out), *extra]) == 0
+    assert main(["predict", "--run", str(run), "--input", str(src), "--csv", str(out), *extra]) == 0
     with open(out, newline="") as fh:
         rows = list(csv.reader(fh))
     return np.array([[float(v) for v in r[1 + len(labels):]] for r in rows[1:]])
@@ -453,7 +453,7 @@ def test_predict_cli_on_a_sequential_original_run(tmp_path):
     (run / "config.yaml").unlink()
     from rollfit.cli.main import main
     assert main(["predict", "--run", str(run), "--input", str(tmp_path / "in.csv"),
-                 "--output", str(tmp_path / "o2.csv")]) == 2
+                 "--csv", str(tmp_path / "o2.csv")]) == 2
 
 
 def test_init_from_an_original_run_keeps_its_raw_convention(fixtures_dir, tmp_path):
