@@ -154,7 +154,7 @@ def number(lo: float = -math.inf, hi: float = math.inf, what: str = "a finite nu
 
 
 SEED = integer(0, SEED_MAX)
-COUNT = integer(1)
+COUNT = integer(1, 1_000_000)  # things to do or run at once: samples, folds, trials, check inputs
 
 
 # ----------------------------------------------------------------------------- shared groups

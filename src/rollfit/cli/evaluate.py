@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "retrains the run's config."))
     p.add_argument("--cv", type=integer(2, what="K", unit=" folds"), metavar="K",
                    help="also run K-fold cross-validation (retrains K models)")
-    p.add_argument("--cv-epochs", type=integer(1, what="a number of epochs"), metavar="N",
+    p.add_argument("--cv-epochs", type=integer(1, 10**9, what="a number of epochs"), metavar="N",
                    help="epochs per cross-validation fold (default: the run's)")
     p.add_argument("--concurrent", type=COUNT, metavar="K",
                    help="folds trained at once (default: one per core on CPU)")

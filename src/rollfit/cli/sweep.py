@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "are shared among them)")
     p.add_argument("--gpus-per-trial", type=number(0.0, 1024.0, what="a GPU count"), default=0.0, metavar="G",
                    help="GPUs per trial (fractions share one GPU)")
-    p.add_argument("--grace-epochs", type=integer(1), metavar="N", help="epochs before ASHA may stop a trial "
+    p.add_argument("--grace-epochs", type=integer(1, 10**9), metavar="N", help="epochs before ASHA may stop a trial "
                    "(default: max(log_period, max_epochs // 8))")
     p.add_argument("--no-early-stop", action="store_true", help="run every trial to max_epochs (no ASHA)")
     p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seed of the search algorithm")
