@@ -3,7 +3,8 @@
 Every flag name means one thing in every command that has it:
 
 ``--run DIR``        an existing run folder (its newest checkpoint) or a checkpoint file, read
-``--output DIR``     the folder a command creates and writes into (``train``, ``demo``, ``sweep``)
+``--output DIR``     the folder a command writes into (``train``, ``demo`` and ``sweep`` create it;
+                     ``evaluate``, ``plot`` and ``report`` write there instead of the run folder)
 ``--csv/--plot/--file FILE``  one file a command writes, named for what it holds
 ``--hdf5 PATH``      rollout files, folders or globs
 ``--config FILE``    a YAML config; ``KEY=VALUE`` arguments override it
@@ -12,6 +13,10 @@ Every flag name means one thing in every command that has it:
 ``--samples N``      samples drawn from a sweep space
 ``--seed N``         seed of the command's own random choices (0 to 2**32-1)
 ``--json``           machine-readable output on stdout
+
+Renamed flags (``predict --output`` is now ``--csv``, ``export --output``/``--samples`` are
+``--file``/``--verify-samples``, ``evaluate --workers`` is ``--concurrent``) still work, with a
+one-line note (``rename``). Option names are never abbreviated.
 
 One list convention: a list flag takes one or more values separated by spaces and may be
 repeated (the values add up), e.g. ``--fix a=1 b=2`` or ``--fix a=1 --fix b=2``.

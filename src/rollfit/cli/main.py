@@ -106,10 +106,13 @@ def one_line(exc: BaseException) -> str:
 
 def _interrupted(argv: list[str], as_program: bool) -> int:
     """One line for Ctrl-C; as the program, further Ctrl-Cs during shutdown are ignored."""
+    import os
+
     if as_program:
         _ignore_sigint()
     name = next((a for a in argv if not a.startswith("-")), "")
-    print(f"rollfit{' ' + name if name else ''}: interrupted", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(f"rollfit{' ' + name if name else ''}: interrupted", file=sys.stderr)
     return 130
 
 
