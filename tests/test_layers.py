@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import its own layer (without cycles) and any layer below.
 LAYERS = [
     ["rollfit", "rollfit.errors"],          # the package root only lazily names the public API
-    ["rollfit.io"],
+    ["rollfit.io", "rollfit.ckpt_schema"],
+    ["rollfit.model.registry"],             # activations and losses: the config schema's allowed values
     ["rollfit.config"],
     ["rollfit.data", "rollfit.model"],
     ["rollfit.runs"],                       # run folder, lock, checkpoint format
@@ -46,9 +47,17 @@ def imports_of(path: Path) -> set[str]:
             target = ".".join(base + ([node.module] if node.module else []))
             if target.split(".")[0] != "rollfit":
                 continue
-            found.add(target)
-            found.update(f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}"))
+            subs = {f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")}
+            found.update(subs)
+            if len(subs) < len(node.names) or _init_imports(target):  # names from the package itself
+                found.add(target)
     return found - {mod}
+
+
+def _init_imports(package: str) -> bool:
+    """True when a package's ``__init__`` imports rollfit modules (``from pkg import sub`` runs it)."""
+    init = SRC.joinpath(*package.split("."), "__init__.py")
+    return init.is_file() and "import" in init.read_text() and bool(imports_of(init))
 
 
 def _is_module(name: str) -> bool:
