@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,11 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rollfit.analysis.surrogate import Surrogate
 from rollfit.cli.main import main
 from rollfit.errors import ConfigError, MissingDependency, OutputError
-from rollfit.export import export, format_module
+from rollfit.export import c_header, export, format_module
+from rollfit.export.c_safety import audit_header, c_comment, c_string, top_level_definitions
 from rollfit.export.common import c_identifier, default_name, relative_error, sample_inputs
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -206,15 +211,15 @@ def test_failed_check_writes_nothing_and_keeps_the_old_file(monkeypatch, fixture
 
 def test_cli_export_and_errors(fixtures_dir, tmp_path, capsys):
     assert main(["export", "--run", str(fixtures_dir / "reference_run"), "--format", "pt2",
-                 "--output", str(tmp_path / "m.pt2"), "--samples", "50"]) == 0
+                 "--file", str(tmp_path / "m.pt2"), "--verify-samples", "50"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"wrote {tmp_path / 'm.pt2'} (pt2) and m.pt2.json; verified on 50 random inputs")
     assert main(["export", "--run", str(fixtures_dir / "reference_run"), "--format", "onxx",
-                 "--output", str(tmp_path / "m.onnx")]) == 2
+                 "--file", str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err.strip() == ("rollfit export: error: --format: expected one of onnx, pt2, c, "
                                                "but got 'onxx'; did you mean 'onnx'?")
     assert main(["export", "--run", str(fixtures_dir / "reference_run"), "--format", "c", "--name", "int",
-                 "--output", str(tmp_path / "m.h")]) == 2
+                 "--file", str(tmp_path / "m.h")]) == 2
     assert "--name: expected a C identifier" in capsys.readouterr().err
 
 
@@ -222,7 +227,7 @@ def test_cli_export_of_a_run_without_config_needs_activation(originals, tmp_path
     run = tmp_path / "bare"
     shutil.copytree(originals["res_relu"], run)
     (run / "config.yaml").unlink()
-    args = ["export", "--run", str(run), "--format", "pt2", "--output", str(tmp_path / "m.pt2")]
+    args = ["export", "--run", str(run), "--format", "pt2", "--file", str(tmp_path / "m.pt2")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "but the file is missing; pass --activation NAME (one of gelu, silu, relu, tanh)" in err
@@ -272,3 +277,189 @@ def test_diverged_weights_and_bad_tolerance_are_refused(originals, tmp_path):
     with pytest.raises(ConfigError, match=r"^--tolerance: expected a relative error > 0, but got 0"):
         export(originals["res_relu"], "pt2", tmp_path / "m.pt2", tolerance=0)
     assert not (tmp_path / "m.pt2").exists()
+
+
+# ---- labels are data: the C header cannot be made to run code (issue 15, item 1) ----------------
+INJECTION = 'a*\\\n/ int x = system("touch PWNED"); /*'
+CONSTRUCTOR = ('b*\\\n/ extern int system(const char *); __attribute__((constructor)) static void pw(void) '
+               '{ system("touch PWNED"); } /*')
+FUZZ_EXAMPLES = int(os.environ.get("ROLLFIT_FUZZ_EXAMPLES", "12"))
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize="ROLLFIT_FUZZ_EXAMPLES" not in os.environ,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+LABEL = st.text(st.characters(blacklist_characters="\0"), max_size=40)
+
+LABELS_C = r"""
+#include <stdio.h>
+#include "{header}"
+int main(void) {{
+    int j;
+    for (j = 0; j < {P}_N_INPUTS; ++j) {{ fputs({p}_input_labels[j], stdout); putchar(0); }}
+    for (j = 0; j < {P}_N_OUTPUTS; ++j) {{ fputs({p}_output_labels[j], stdout); putchar(0); }}
+    return 0;
+}}
+"""
+
+
+def labels_from_c(header: Path, name: str, tmp: Path) -> list[str]:
+    """The label strings as a C program compiled against ``header`` prints them (trigraphs on)."""
+    src, exe = tmp / "labels.c", tmp / "labels"
+    src.write_text(LABELS_C.format(header=header.name, p=name, P=name.upper()))
+    subprocess.run([CC, "-std=c99", "-trigraphs", "-Wall", "-Wextra", "-pedantic", "-Werror", "-I", str(header.parent),
+                    str(src), "-o", str(exe), "-lm"], check=True, capture_output=True, cwd=tmp)
+    out = subprocess.run([str(exe)], capture_output=True, check=True, cwd=tmp).stdout
+    return [b.decode("utf-8") for b in out.split(b"\0")[:-1]]
+
+
+def units_and_info(in_lbl, out_lbl, *, residual=True, name="cot", activation="silu"):
+    """A small random network and its export description with the given labels."""
+    from rollfit.export.common import ExportInfo, UnitsModel
+    from rollfit.model.network import RegressionNet
+
+    torch.manual_seed(0)
+    net = RegressionNet(len(in_lbl), len(out_lbl), [5, 4], residual=residual, activation=activation)
+    info = ExportInfo(name=name, in_lbl=list(in_lbl), out_lbl=list(out_lbl), lo=np.zeros(len(in_lbl)),
+                      hi=np.ones(len(in_lbl)), bounds_estimated=False, layers=[5, 4], residual=residual,
+                      activation=activation, target_convention="normalized", checkpoint=Path("ep*\\\n/ 1.ckpt"),
+                      checkpoint_sha256="0" * 64, original_pipeline=False)
+    return UnitsModel(net).eval(), info
+
+
+def expected_definitions(name: str, residual: bool, activation: str = "silu") -> set[str]:
+    tags = (["input_layer", "layers_0", "skip_connections_0", "output_layer"] if residual else ["mlp_input", "mlp_hidden1", "mlp_output"])
+    acts = {activation} | (set() if residual else {"tanh"})
+    return {f"{name}_{x}" for x in ["input_labels", "output_labels", "input_low", "input_high", "input_mean",
+                                     "input_std", "target_mean", "target_std", "dense", "predict",
+                                     *(f"{t}_{wb}" for t in tags for wb in "wb"), *acts]}
+
+
+def preprocessed_names(header: Path) -> set[str]:
+    res = subprocess.run([CC, "-E", "-P", "-std=c99", str(header)], capture_output=True,
+                         text=True, check=True)
+    own = [n for _, _, n in top_level_definitions(res.stdout)]
+    prefix = header.stem + "_"
+    return {n for n in own if n.startswith(prefix)}
+
+
+@needs_cc
+@pytest.mark.parametrize("label", [INJECTION, CONSTRUCTOR])
+def test_injected_label_stays_data_in_the_c_export(label, originals, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the self-check's scratch folders land here too
+    run = write_original_run(tmp_path / "run", residual=True, layers=[6, 6], activation="relu",
+                             in_lbl=(label, "b", "c"), out_lbl=("y*/", "??/"))
+    result = export(run, "c", tmp_path / "out" / "cot.h", name="cot")
+    assert result.max_rel_error < 1e-5
+    assert not list(tmp_path.rglob("PWNED"))
+    assert labels_from_c(result.path, "cot", tmp_path) == [label, "b", "c", "y*/", "??/"]
+    assert not list(tmp_path.rglob("PWNED"))
+    text = result.path.read_text()
+    assert "system" not in _code_only(text) and "\\\n" not in text and "??" not in text
+    assert json.loads(result.sidecar.read_text())["in_lbl"] == [label, "b", "c"]
+
+
+def _code_only(text: str) -> str:
+    """``text`` without its string literals and comments."""
+    return re.sub(r'"(?:[^"\\\n]|\\.)*"|/\*.*?\*/', " ", text, flags=re.S)
+
+
+@needs_cc
+@FUZZ
+@given(in_lbl=st.lists(LABEL, min_size=1, max_size=3), out_lbl=st.lists(LABEL, min_size=1, max_size=2),
+       residual=st.booleans())
+def test_any_labels_compile_round_trip_and_define_only_rollfits_names(in_lbl, out_lbl, residual, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    units, info = units_and_info(in_lbl, out_lbl, residual=residual)
+    header = tmp / "cot.h"
+    header.write_text(c_header.render_header(units, info))
+    x = sample_inputs(info.lo, info.hi, 5)
+    with torch.no_grad():
+        assert relative_error(c_header.evaluate(header, x, info), units(torch.as_tensor(x)).numpy()) < 1e-5
+    assert labels_from_c(header, "cot", tmp) == [*in_lbl, *out_lbl]
+    assert preprocessed_names(header) == expected_definitions("cot", residual)
+
+
+@given(text=st.text())
+@settings(max_examples=300, deadline=None)
+def test_comment_text_is_whitelisted(text):
+    out = c_comment(text)
+    assert out.isascii() and out.isprintable()
+    assert not set(out) & set("*\\?\n") and "*/" not in out and "/*" not in out.replace("/<U+002A>", "")
+
+
+def test_c_string_escapes_and_refusals():
+    assert c_string('a"b\\c?\n\u00e9') == '"a\\042b\\134c\\077\\012\\303\\251"'
+    with pytest.raises(OutputError) as exc:
+        c_string("a\0b", "input label 2")
+    assert str(exc.value) == ("c export: expected input label 2 without NUL characters and at most 1024 bytes long "
+                              "(UTF-8), but got a NUL character: 'a\\x00b'")
+    with pytest.raises(OutputError, match=r"at most 1024 bytes long \(UTF-8\), but got 1026 bytes"):
+        c_string("\u00e9" * 513)
+    with pytest.raises(OutputError, match=r"^c export: expected label to be valid Unicode text, but got"):
+        c_string("\ud800")
+
+
+HOSTILE = [
+    ("__attribute__((constructor)) static void cot_x(void) {}\n", "'__attribute__'"),
+    ('static void cot_x(void) { __asm__("nop"); }\n', "'__asm__'"),
+    ("#pragma GCC poison x\n", "the directive '#pragma GCC poison x'"),
+    ('_Pragma("once")\n', "'_Pragma'"),
+    ("#include <stdlib.h>\n", "the directive '#include <stdlib.h>'"),
+    ("%:include <stdlib.h>\n", "a digraph directive ('%:')"),
+    ("/* ??/\n*/\n", "a trigraph ('??')"),
+    ("/* a *\\\n/ int y; /* */\n", "a line splice (backslash-newline)"),
+    ("/* \u00e9 */\n", "a non-ASCII character"),
+    ("#define system cot_x\n", "the directive '#define system cot_x'"),
+]
+
+
+@needs_cc
+@pytest.mark.parametrize("extra,what", HOSTILE)
+def test_header_audit_refuses_what_could_run_code(extra, what, tmp_path):
+    units, info = units_and_info(["a", "b"], ["y"])
+    text = c_header.render_header(units, info)
+    audit_header(text, "cot")  # the generated header passes
+    hostile = text.replace("#endif /* ROLLFIT_COT_H */", extra + "#endif /* ROLLFIT_COT_H */")
+    (tmp_path / "cot.h").write_text(hostile)
+    with pytest.raises(OutputError) as exc:
+        c_header.evaluate(tmp_path / "cot.h", np.zeros((2, 2), np.float32), info)
+    assert str(exc.value) == (f"c export: expected a header with only rollfit's own definitions, but it contains "
+                              f"{what}; nothing was compiled")
+
+
+@needs_cc
+@pytest.mark.parametrize("extra,name", [("static int cot_evil(void) { return 0; }\n", "cot_evil"),
+                                        ("int cot_input_low2[1] = {0};\n", "cot_input_low2"),
+                                        ("static const float cot_input_low[1] = {0};\n", "cot_input_low")])
+def test_header_defining_foreign_names_is_not_compiled(extra, name, tmp_path):
+    units, info = units_and_info(["a", "b"], ["y"])
+    text = c_header.render_header(units, info).replace("#endif /* ROLLFIT_COT_H */",
+                                                       extra + "#endif /* ROLLFIT_COT_H */")
+    (tmp_path / "cot.h").write_text(text)
+    with pytest.raises(OutputError) as exc:
+        c_header.evaluate(tmp_path / "cot.h", np.zeros((2, 2), np.float32), info)
+    assert str(exc.value) == (f"c export: expected the header to define only rollfit's static arrays and functions, "
+                              f"but it defines '{name}'; nothing was compiled")
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_injected_label_is_plain_data_in_pt2_and_onnx(fmt, tmp_path):
+    if fmt == "onnx":
+        for module in ("onnx", "onnxruntime", "onnxscript"):
+            pytest.importorskip(module)
+    run = write_original_run(tmp_path / "run", residual=True, layers=[6], activation="relu",
+                             in_lbl=(INJECTION, "b", "c"), out_lbl=("y", CONSTRUCTOR))
+    result = export(run, fmt, tmp_path / f"m.{fmt}")
+    side = json.loads(result.sidecar.read_text())
+    assert side["in_lbl"] == [INJECTION, "b", "c"] and side["out_lbl"] == ["y", CONSTRUCTOR]
+    if fmt == "pt2":
+        extra = {"rollfit.json": ""}
+        torch.export.load(str(result.path), extra_files=extra)
+        assert json.loads(extra["rollfit.json"])["in_lbl"] == [INJECTION, "b", "c"]
+    else:
+        import onnx
+
+        proto = onnx.load(str(result.path))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert json.loads(meta["out_lbl"]) == ["y", CONSTRUCTOR]
+        assert [i.name for i in proto.graph.input] == [INJECTION, "b", "c"]
+    assert not list(tmp_path.rglob("PWNED"))

@@ -119,14 +119,14 @@ def top_level_definitions(source: str) -> list[tuple[str, str, str]]:
     ``other`` (and the name is the declaration's start, for the error message).
     """
     tokens = _TOKEN.findall(_LEXEME.sub(lambda m: '""' if m.group().startswith('"') else " ", source))
-    out, decl, depth = [], [], 0
+    out, decl, depth, initialized = [], [], 0, False
     for tok in tokens:
         decl.append(tok)
+        initialized |= tok == "=" and depth == 0
         depth += (tok in "({[") - (tok in ")}]") if len(tok) == 1 else 0
-        ends_function = tok == "}" and depth == 0 and "=" not in decl and "(" in decl
-        if depth == 0 and (tok == ";" or ends_function):
+        if depth == 0 and (tok == ";" or (tok == "}" and not initialized)):
             out.append(_describe_declaration(decl))
-            decl = []
+            decl, initialized = [], False
     if decl:
         out.append((decl[0], "other", " ".join(decl)[:60]))
     return out
