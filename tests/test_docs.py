@@ -111,11 +111,9 @@ def test_output_blocks_parse_commands_with_continuations():
 # ------------------------------------------------------------------ names the docs use
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    from rollfit.cli.main import build_parser
+    from rollfit.cli.main import build_parser, visible_commands
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
+    return visible_commands(build_parser())  # hidden deprecated aliases are not documented
 
 
 def _command_mentions(text: str) -> list[tuple[str, list[str]]]:
