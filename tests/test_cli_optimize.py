@@ -12,7 +12,7 @@ def test_optimize_vary_writes_csv_and_plot(trained_run, tmp_path, capsys):
     assert lines[0].startswith("speed,gait_cadence,gait_stride,cot_ma15,objective,feasible")
     assert [float(ln.split(",")[0]) for ln in lines[1:]] == [0.9, 1.0, 1.1, 1.2]
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert f"wrote {out}, {out.with_suffix('.png')}" in capsys.readouterr().out
+    assert f"wrote {out}\nwrote {out.with_suffix('.png')}\n" in capsys.readouterr().out
 
 
 def test_optimize_vary_infeasible_points_exit_1(trained_run, tmp_path, capsys):

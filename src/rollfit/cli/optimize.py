@@ -245,7 +245,8 @@ def run_path(args: argparse.Namespace, sur, vary: dict[str, list[float]], proble
     written = [write_sweep_csv(sweep, out)]
     if not args.no_plot:
         written.append(write_sweep_plot(sweep, sur.in_lbl, Path(args.plot) if args.plot else out.with_suffix(".png")))
-    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr if args.json else sys.stdout)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     infeasible = sum(not r.feasible for r in sweep.results)
     if infeasible:
         print_warnings([f"{infeasible} of {len(sweep.results)} sweep points are infeasible "
