@@ -109,8 +109,8 @@ def test_written_files_get_the_usual_mode(tmp_path):
 
 
 def test_compile_off_survives_yaml_booleans(tmp_path):
-    assert load_config(None, ["trainer.compile=off"]).trainer.compile == "off"
-    assert load_config(_write(tmp_path, "trainer:\n  compile: off\n")).trainer.compile == "off"
+    assert load_config(None, ["trainer.compile=off"]).trainer.engine == "reference"
+    assert load_config(_write(tmp_path, "trainer:\n  compile: off\n")).trainer.engine == "reference"
 
 
 # ----------------------------------------------------------------------------- issue 15: hostile configs

@@ -192,9 +192,9 @@ def test_resume_from_every_checkpoint_kind(tmp_path, demo_file, reference):
     _assert_same_run(run, reference)
 
 
-@pytest.mark.parametrize("engine", ["'off'", "jacobian", "auto"])  # quoted: YAML reads off as false
+@pytest.mark.parametrize("engine", ["reference", "eager", "auto"])
 def test_resume_is_exact_with_every_cpu_step_engine(tmp_path, demo_file, engine):
-    cfg = _cfg(demo_file, "trainer.max_epochs=20", f"trainer.compile={engine}")
+    cfg = _cfg(demo_file, "trainer.max_epochs=20", f"trainer.engine={engine}")
     ref = train(cfg, tmp_path / "ref").run_dir
     run = tmp_path / "run"
     shutil.copytree(ref, run)
@@ -225,7 +225,7 @@ def test_incompatible_resume_is_refused_with_the_differing_keys(tmp_path, refere
         "data.split_seed (0 -> 3), model.layers ([8, 8] -> [16, 8]), trainer.lr (0.01 -> 0.5); start a new run or "
         "fine-tune with --init-from (a resume may change only trainer.max_epochs, trainer.log_period, "
         "trainer.save_period, trainer.checkpoint_every_minutes, trainer.keep_last, trainer.progress, "
-        "trainer.report, trainer.on_nonfinite, trainer.device, trainer.compile, trainer.deterministic, "
+        "trainer.report, trainer.on_nonfinite, trainer.device, trainer.engine, trainer.threads, trainer.deterministic, "
         "data.hdf5_path, data.cache, data.cache_dir, data.workers)")
 
 

@@ -2,11 +2,13 @@
 
 - the hand-derived step (``fastpath``) against autograd's double backward and against
   finite differences, for every architecture, activation, loss and penalty space;
-- the forward-Jacobian penalty against the double-backward definition (1e-6 relative);
-- 200 epochs of training through the real ``Trainer``, plain path vs fast paths;
+- the network's forward-Jacobian input gradient against the double-backward definition;
+- 200 epochs of training through the real ``Trainer``, the reference engine vs the fused
+  engine under each execution strategy (captured: its epoch bodies run uncaptured on CPU);
+- an activation registered in a test trains through the fused step like the reference;
 - mini-batches gathered by index into reused buffers, in the Trainer's shuffle order;
 - ``DevicePlateau`` against torch's ``ReduceLROnPlateau``, ``DirectAdam`` against ``opt.step()``;
-- engine and device choice; CUDA-only checks skip without a GPU.
+- engine, device and thread choice, what ``auto`` resolved; CUDA-only checks skip without a GPU.
 
 Tolerances. In float64 the paths differ only in operation order (rounding ~1e-16 per
 operation); 200 full-batch epochs measured 2e-15, so 1e-10 leaves ample room while any
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import tempfile
 import warnings
 
@@ -36,16 +39,17 @@ from rollfit.data.reader import load_rollouts
 from rollfit.errors import ConfigError, TrainingError
 from rollfit.model import losses
 from rollfit.model.network import RegressionNet
+from rollfit.model.registry import LOSSES
+from rollfit.pipeline.run import build_model
 from rollfit.training.fastpath import DirectAdam, FlatParams, MLPStepMath
 from rollfit.training.logger import SimpleLogger
 from rollfit.training.plateau import DevicePlateau
-from rollfit.training.run import build_model
-from rollfit.training.step import (CompiledEngine, FusedEngine, GraphEngine, StepEngine, ThreadChoice,
-                                   choose_mode, make_optimizer)
+from rollfit.training.step import (Captured, Compiled, FusedEngine, ReferenceEngine, ThreadChoice, choose_engine,
+                                   make_optimizer)
 from rollfit.training.trainer import Trainer, resolve_device
 
 CUDA = torch.cuda.is_available()
-KINDS = list(losses.RECON_LOSSES)
+KINDS = list(LOSSES)
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +76,7 @@ def _reference(net, cfg, x, yn, kind):
     """Loss components and weight gradients by autograd, with the double-backward penalty."""
     params = list(net.parameters())
     xr = x.clone().requires_grad_(True)
-    pred = net(xr)
+    pred = net.forward_normalized(xr)
     rec = losses.reconstruction_loss(pred, yn, kind, cfg.recon_delta)
     gp = losses.grad_penalty_double_backward(pred, xr, losses.gp_input_scale(net.input_std, cfg.grad_space))
     l1, l2 = losses.l1_penalty(params), losses.l2_penalty(params)
@@ -84,7 +88,7 @@ def _reference(net, cfg, x, yn, kind):
 def _fast(net, cfg, x, yn, kind):
     fp = FlatParams(net)
     math = MLPStepMath(net, fp, cfg)
-    total, parts = math.backward(math.forward(math.normalize(x)), yn, kind)
+    total, parts = math.backward(math.forward(math.normalize(x)), yn, LOSSES[kind])
     return torch.cat([total.reshape(1), parts]), fp
 
 
@@ -135,15 +139,15 @@ def test_fast_gradient_matches_finite_differences(residual, act, layers, k, kind
     fp = FlatParams(net)
     math = MLPStepMath(net, fp, cfg)
     xn = math.normalize(x)
-    math.backward(math.forward(xn), yn, kind)
+    math.backward(math.forward(xn), yn, LOSSES[kind])
     grad = fp.grad.clone()
     eps = 1e-6
     for i in torch.randperm(fp.flat.numel(), generator=torch.Generator().manual_seed(0))[:25].tolist():
         old = fp.flat[i].item()
         fp.flat[i] = old + eps
-        up = math.backward(math.forward(xn), yn, kind)[0].item()
+        up = math.backward(math.forward(xn), yn, LOSSES[kind])[0].item()
         fp.flat[i] = old - eps
-        down = math.backward(math.forward(xn), yn, kind)[0].item()
+        down = math.backward(math.forward(xn), yn, LOSSES[kind])[0].item()
         fp.flat[i] = old
         assert (up - down) / (2 * eps) == pytest.approx(grad[i].item(), rel=1e-5, abs=1e-8)
 
@@ -156,9 +160,9 @@ def test_penalty_by_forward_jacobian_equals_double_backward(dtype, space, residu
     x = torch.randn(40, 3, dtype=dtype)
     scale = losses.gp_input_scale(net.input_std, space)
     xr = x.clone().requires_grad_(True)
-    by_double_backward = losses.grad_penalty_double_backward(net(xr), xr, scale)
+    by_double_backward = losses.grad_penalty_double_backward(net.forward_normalized(xr), xr, scale)
     _, jac = net.forward_with_input_jacobian(x)
-    by_jacobian = losses.grad_penalty_from_jacobian(jac, scale)
+    by_jacobian = losses.grad_penalty(jac.sum(1), scale)
     assert by_jacobian.item() == pytest.approx(by_double_backward.item(), rel=1e-6)
     cfg = TrainerConfig(grad_space=space)
     parts = _fast(net, cfg, x, torch.zeros(40, 2, dtype=dtype), "mse")[0]
@@ -178,17 +182,17 @@ def demo_table(demo_file):
     return load_rollouts(demo_file, ["gait_cadence", "gait_stride"], ["cot_ma15"], cache=False)
 
 
-def _train(table, mode, *overrides, dtype=torch.float32, epochs=200, force_mode=None, monkeypatch=None):
+def _train(table, mode, *overrides, dtype=torch.float32, epochs=200, force_mode=None, monkeypatch=None, model=None):
     """Train through the real Trainer; returns (final weights, per-epoch [train, val] losses, lrs, trainer)."""
     cfg = load_config(None, [f"trainer.max_epochs={epochs}", "trainer.progress=false", "trainer.log_period=1",
-                             "trainer.save_period=100000", f"trainer.compile={mode}", *overrides])
+                             "trainer.save_period=100000", f"trainer.engine={mode}", *overrides])
     torch.manual_seed(0)
     data = HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, 0, "cpu").setup()
     for split in (data.train, data.val):
         split.x, split.y = split.x.to(dtype), split.y.to(dtype)
-    model = build_model(cfg, data).to(dtype)
+    model = (model or build_model(cfg, data)).to(dtype)
     if force_mode is not None:
-        monkeypatch.setattr(trainer_mod, "choose_mode", lambda *a, **k: force_mode)
+        monkeypatch.setattr(trainer_mod, "choose_engine", lambda *a, **k: force_mode)
     run_dir = tempfile.mkdtemp()
     tr = Trainer(model, cfg.trainer, data, run_dir, _MemoryLogger(run_dir))
     tr.fit()
@@ -206,41 +210,41 @@ def _assert_same_training(a, b, rtol):
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_fused_engine_trains_like_the_plain_path(demo_table, dtype, rtol):
-    plain = _train(demo_table, "off", "trainer.lr_patience=20", dtype=dtype)
-    fused = _train(demo_table, "fused", "trainer.lr_patience=20", dtype=dtype)
-    assert isinstance(plain[3].engine, StepEngine) and isinstance(fused[3].engine, FusedEngine)
+    plain = _train(demo_table, "reference", "trainer.lr_patience=20", dtype=dtype)
+    fused = _train(demo_table, "eager", "trainer.lr_patience=20", dtype=dtype)
+    assert isinstance(plain[3].engine, ReferenceEngine) and isinstance(fused[3].engine, FusedEngine)
     assert min(plain[2]) < max(plain[2])  # the plateau scheduler cut the lr within the run
     _assert_same_training(plain, fused, rtol)
 
 
 @pytest.mark.parametrize("overrides", [(), ("data.train_split=0.8",), ("trainer.grad_space=raw",)])
 def test_graph_engine_program_trains_like_the_plain_path(demo_table, monkeypatch, overrides):
-    """The CUDA-graph engine's epoch bodies, run eagerly on CPU (tensor lr, DevicePlateau)."""
-    plain = _train(demo_table, "off", "trainer.lr_patience=20", *overrides, dtype=torch.float64)
-    graph = _train(demo_table, "off", "trainer.lr_patience=20", *overrides, dtype=torch.float64,
-                   force_mode="cudagraph", monkeypatch=monkeypatch)
-    assert isinstance(graph[3].engine, GraphEngine) and isinstance(graph[3].sched, DevicePlateau)
+    """The captured execution's epoch bodies, run uncaptured on CPU (tensor lr, DevicePlateau)."""
+    plain = _train(demo_table, "reference", "trainer.lr_patience=20", *overrides, dtype=torch.float64)
+    graph = _train(demo_table, "reference", "trainer.lr_patience=20", *overrides, dtype=torch.float64,
+                   force_mode="captured", monkeypatch=monkeypatch)
+    assert isinstance(graph[3].engine.run, Captured) and isinstance(graph[3].sched, DevicePlateau)
     _assert_same_training(plain, graph, 1e-10)
 
 
-@pytest.mark.parametrize("mode", ["fused", "cudagraph"])
+@pytest.mark.parametrize("mode", ["eager", "captured"])
 def test_minibatches_train_like_the_plain_path(demo_table, monkeypatch, mode):
     args = ("data.batch_size=64", "trainer.lr=0.01", "data.train_split=0.8")
-    plain = _train(demo_table, "off", *args, dtype=torch.float64, epochs=40)
-    fast = _train(demo_table, "fused", *args, dtype=torch.float64, epochs=40,
-                  force_mode=mode if mode == "cudagraph" else None, monkeypatch=monkeypatch)
+    plain = _train(demo_table, "reference", *args, dtype=torch.float64, epochs=40)
+    fast = _train(demo_table, "eager", *args, dtype=torch.float64, epochs=40,
+                  force_mode=mode if mode == "captured" else None, monkeypatch=monkeypatch)
     _assert_same_training(plain, fast, 1e-10)
 
 
 def test_warm_started_loss_switches_inside_the_fast_step(demo_table):
     args = ("trainer.recon_type=tukey", "trainer.recon_start_epoch=30", "trainer.lr=0.01")
-    plain = _train(demo_table, "off", *args, dtype=torch.float64, epochs=60)
-    fused = _train(demo_table, "fused", *args, dtype=torch.float64, epochs=60)
+    plain = _train(demo_table, "reference", *args, dtype=torch.float64, epochs=60)
+    fused = _train(demo_table, "eager", *args, dtype=torch.float64, epochs=60)
     _assert_same_training(plain, fused, 1e-10)
 
 
 def test_minibatches_are_gathered_by_index_into_reused_buffers(demo_table):
-    cfg = load_config(None, ["trainer.progress=false", "data.batch_size=64", "trainer.compile=fused"])
+    cfg = load_config(None, ["trainer.progress=false", "data.batch_size=64", "trainer.engine=eager"])
     torch.manual_seed(0)
     data = HDF5DataModule(demo_table, 64, 1.0, 0, "cpu").setup()
     tr = Trainer(build_model(cfg, data), cfg.trainer, data, tempfile.mkdtemp(), None)
@@ -261,7 +265,7 @@ def test_minibatches_are_gathered_by_index_into_reused_buffers(demo_table):
 
 
 def test_validation_is_the_model_after_the_step_and_reuse_is_dropped_on_change(demo_table):
-    cfg = load_config(None, ["trainer.compile=fused"])
+    cfg = load_config(None, ["trainer.engine=eager"])
     torch.manual_seed(0)
     data = HDF5DataModule(demo_table, 65536, 1.0, 0, "cpu").setup()
     tr = Trainer(build_model(cfg, data), cfg.trainer, data, tempfile.mkdtemp(), None)
@@ -270,11 +274,12 @@ def test_validation_is_the_model_after_the_step_and_reuse_is_dropped_on_change(d
         eng.step(x, yn, epoch)
         val = eng.validate()
         with torch.no_grad():
-            assert val.item() == pytest.approx(F.mse_loss(tr.model(data.val.x), yn).item(), rel=1e-6)
-    assert eng._ahead is not None  # the next step will reuse this forward pass ...
+            assert val.item() == pytest.approx(F.mse_loss(tr.model.forward_normalized(data.val.x), yn).item(), rel=1e-6)
+    assert eng._fw_key[0] is x  # the next step will reuse the kept forward pass ...
     state = {k: v * 0.5 if k.startswith("mlp.") else v for k, v in tr.model.state_dict().items()}
     tr.model.load_state_dict(state)  # ... unless the weights change in between
-    expected = StepEngine(tr.model, cfg.trainer, torch.optim.Adam(tr.model.parameters()), x, yn).loss(x, yn, 3)[0]
+    ref = ReferenceEngine(tr.model, cfg.trainer, torch.optim.Adam(tr.model.parameters()), x, yn)
+    expected = ref.loss(x, yn, 3)[0]
     assert eng.step(x, yn, 3)["train"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -309,7 +314,7 @@ def test_thread_choice_small_steps_use_one_thread_large_ones_the_faster_setting(
 
 def test_step_keeps_the_caller_thread_setting(demo_table):
     torch.set_num_threads(2)
-    _train(demo_table, "fused", epochs=3)
+    _train(demo_table, "eager", epochs=3)
     assert torch.get_num_threads() == 2
 
 
@@ -378,7 +383,7 @@ def test_direct_adam_equals_optimizer_step():
 
 
 def test_checkpointed_weights_of_a_fused_run_round_trip(demo_table, tmp_path):
-    tr = _train(demo_table, "fused", epochs=5)[3]
+    tr = _train(demo_table, "eager", epochs=5)[3]
     torch.save(tr.model.state_dict(), tmp_path / "w.pt")
     loaded = torch.load(tmp_path / "w.pt", weights_only=True)
     fresh = RegressionNet(2, 1, [64, 32])
@@ -388,28 +393,81 @@ def test_checkpointed_weights_of_a_fused_run_round_trip(demo_table, tmp_path):
 
 
 # ---- choosing engines and devices ---------------------------------------------------------------
-def test_choose_mode_rules():
+def test_choose_engine_rules():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     cfg = TrainerConfig()
-    assert choose_mode(cfg, cpu, 213) == "fused"  # the seed: 213 rows x 10,002 epochs
-    assert choose_mode(cfg, cpu, 100_000) == "compile"  # 100k rows x 10,002 epochs
-    assert choose_mode(cfg, cuda, 213) == "cudagraph"
-    assert choose_mode(cfg, cuda, 213, distributed=True) == "fused"  # its all-reduce hooks opt.step()
-    assert choose_mode(TrainerConfig(compile="off"), cuda, 213) == "off"
-    with pytest.raises(ConfigError, match=r"^trainer.compile: expected 'cudagraph' only with a CUDA device, but "
-                                          r"the device is cpu; use trainer.compile=auto or fused$"):
-        choose_mode(TrainerConfig(compile="cudagraph"), cpu, 213)
+    assert choose_engine(cfg, cpu, 213) == "eager"  # the seed: 213 rows x 10,002 epochs
+    assert choose_engine(cfg, cpu, 100_000) == "compiled"  # 100k rows x 10,002 epochs
+    assert choose_engine(cfg, cuda, 213) == "eager"  # captured is opt-in until a GPU run verified it
+    assert choose_engine(TrainerConfig(engine="captured"), cuda, 213) == "captured"
+    assert choose_engine(TrainerConfig(engine="captured"), cuda, 213, distributed=True) == "eager"  # all-reduce hook
+    assert choose_engine(TrainerConfig(engine="reference"), cuda, 213) == "reference"
+    with pytest.raises(ConfigError, match=r"^trainer.engine: expected 'captured' only with a CUDA device, but "
+                                          r"the device is cpu; use trainer.engine=auto or eager$"):
+        choose_engine(TrainerConfig(engine="captured"), cpu, 213)
+
+
+@pytest.mark.parametrize("old,new", [("off", "reference"), ("jacobian", "eager"), ("fused", "eager"),
+                                     ("compile", "compiled"), ("cudagraph", "captured"), ("auto", "auto")])
+def test_old_compile_key_and_values_are_read_with_a_one_line_note(old, new, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"trainer:\n  compile: {old}\n")  # a bare off is YAML's false
+    for how in ({"path": path}, {"overrides": [f"trainer.compile={old}"]}, {"overrides": [f"trainer.engine={old}"]}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert load_config(**how).trainer.engine == new
+        notes = [str(w.message) for w in caught]
+        key = "engine" if "trainer.engine" in str(how) else "compile"
+        if key == "engine" and old == new:
+            assert notes == []
+        else:
+            assert notes == [f"trainer.{key}: '{old}' is now trainer.engine: '{new}'"]
+    with pytest.raises(ConfigError, match=r"expected trainer.engine or its old name trainer.compile, not both"):
+        load_config(None, ["trainer.compile=off", "trainer.engine=eager"])
+    with pytest.raises(ConfigError, match=r"key 'trainer.threads': expected 'auto' or an integer >= 1, but got 0"):
+        load_config(None, ["trainer.threads=0"])
 
 
 def test_device_auto_rule(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto").type == "cuda"
-    assert resolve_device("auto", "auto", rows=213).type == "cuda"  # captured graph beats the CPU
-    assert resolve_device("auto", "off", rows=213).type == "cpu"  # eager GPU steps are launch-bound
-    assert resolve_device("auto", "fused", rows=100_000).type == "cuda"
+    assert resolve_device("auto", "captured", rows=213).type == "cuda"  # a captured epoch beats the CPU
+    assert resolve_device("auto", "auto", rows=213).type == "cpu"  # eager GPU steps are launch-bound
+    assert resolve_device("auto", "eager", rows=100_000).type == "cuda"
     assert resolve_device("cpu", "auto", rows=100_000).type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto", "auto", rows=100_000).type == "cpu"
+
+
+def test_threads_fixed_deterministic_and_resumed_runs_time_nothing(demo_table):
+    torch.set_num_threads(2)
+    choice = ThreadChoice(torch.device("cpu"), width=64, fixed=3)
+    assert choice.use(213).n == choice.use(100_000, timed=True).n == 3 and choice.decided(100_000)
+    quiet = ThreadChoice(torch.device("cpu"), width=64, timed=False)
+    ctx = quiet.use(100_000, timed=True)
+    assert ctx.n is None and ctx.choice is None and quiet.decided(100_000)  # torch's setting, never timed
+    assert quiet.describe(100_000) == 2 and quiet.describe(213) == 1
+    assert ThreadChoice(torch.device("cpu"), 64).describe(100_000) == "timed: 1 or 2"
+    det = _train(demo_table, "eager", "trainer.deterministic=true", epochs=2)[3]
+    assert not det.threads.timed
+    tr = _train(demo_table, "eager", "trainer.threads=2", epochs=2)[3]
+    assert tr.threads.timed and tr.resolved()["threads"] == 2
+    tr.load_state(copy.deepcopy(tr.training_state(1)))  # a resume
+    assert not tr.threads.timed
+
+
+def test_resolved_choices_are_recorded_in_checkpoint_and_hparams(demo_table, tmp_path):
+    cfg = load_config(None, ["trainer.max_epochs=3", "trainer.progress=false"])
+    data = HDF5DataModule(demo_table, 65536, 1.0, 0, "cpu").setup()
+    logger = SimpleLogger(tmp_path / "logs")
+    logger.log_hyperparams(cfg.to_dict())
+    tr = Trainer(build_model(cfg, data), cfg.trainer, data, tmp_path, logger)
+    want = {"device": "cpu", "engine": "eager", "threads": 1, "torch": torch.__version__}
+    assert tr.resolved() == want
+    assert json.loads(logger.hparams_path.read_text())["resolved"] == want
+    assert json.loads(logger.hparams_path.read_text())["trainer"]["engine"] == "auto"
+    tr.fit()
+    assert torch.load(tr.last_checkpoint, weights_only=True)["config"]["resolved"] == want
 
 
 def _compiled_engine(demo_table, strict, monkeypatch):
@@ -417,19 +475,20 @@ def _compiled_engine(demo_table, strict, monkeypatch):
         raise RuntimeError("no C++ compiler found\nmore detail")
 
     monkeypatch.setattr(torch, "compile", broken)
-    cfg = load_config(None, [f"trainer.compile={'compile' if strict else 'auto'}"])
+    cfg = load_config(None, [f"trainer.engine={'compiled' if strict else 'auto'}"])
     data = HDF5DataModule(demo_table, 65536, 1.0, 0, "cpu").setup()
     model = build_model(cfg, data)
-    opt = make_optimizer(list(model.parameters()), cfg.trainer, "compile", torch.device("cpu"))
-    eng = CompiledEngine(model, cfg.trainer, opt, data.val.x, data.val.y, strict=strict)
+    opt = make_optimizer(list(model.parameters()), cfg.trainer, "compiled", torch.device("cpu"))
+    eng = FusedEngine(model, cfg.trainer, opt, data.val.x, data.val.y, "compiled")
+    assert isinstance(eng.run, Compiled)
     return eng, data
 
 
 def test_compile_failure_is_an_error_when_asked_for(demo_table, monkeypatch):
     eng, data = _compiled_engine(demo_table, True, monkeypatch)
-    with pytest.raises(TrainingError, match=r"^trainer.compile: expected torch.compile to work on this machine, "
+    with pytest.raises(TrainingError, match=r"^trainer.engine: expected torch.compile to work on this machine, "
                                             r"but it failed \(RuntimeError: no C\+\+ compiler found\); "
-                                            r"use trainer.compile=fused$"):
+                                            r"use trainer.engine=eager$"):
         eng.step(data.train.x, data.train.y, 0)
 
 
@@ -438,7 +497,7 @@ def test_compile_failure_under_auto_falls_back_to_the_eager_step(demo_table, mon
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = eng.step(data.train.x, data.train.y, 0)
-    assert torch.isfinite(out["train"]) and eng.failed
+    assert torch.isfinite(out["train"]) and eng.run.failed
     assert any("training with the eager fused step" in str(w.message) for w in caught)
 
 
@@ -448,15 +507,15 @@ def test_compile_failure_under_auto_falls_back_to_the_eager_step(demo_table, mon
 def test_captured_cuda_graph_trains_like_the_eager_fused_step(demo_table, overrides):
     def run(mode):
         cfg = load_config(None, ["trainer.max_epochs=60", "trainer.progress=false", "trainer.log_period=1",
-                                 f"trainer.compile={mode}", "trainer.device=cuda", *overrides])
+                                 f"trainer.engine={mode}", "trainer.device=cuda", *overrides])
         torch.manual_seed(0)
         data = HDF5DataModule(demo_table, cfg.data.batch_size, 1.0, 0, "cuda").setup()
         tr = Trainer(build_model(cfg, data), cfg.trainer, data, tempfile.mkdtemp(), None)
         tr.fit()
         return tr
 
-    graph, eager = run("cudagraph"), run("fused")
-    graphs = graph.engine._graphs
+    graph, eager = run("captured"), run("eager")
+    graphs = graph.engine.run._graphs
     assert graphs and all(g is not None for g in graphs.values())  # epochs after the warm-up ran as replays
     for a, b in zip(graph.history, eager.history):
         assert a["loss/train"] == pytest.approx(b["loss/train"], rel=1e-3)
@@ -480,7 +539,7 @@ def test_device_plateau_on_cuda_mirrors_torch():
 
 def test_tensor_lr_checkpoints_hold_a_float_and_load_in_place():
     params = [torch.nn.Parameter(torch.zeros(3))]
-    opt = make_optimizer(params, TrainerConfig(lr=0.25), "cudagraph", torch.device("cpu"))
+    opt = make_optimizer(params, TrainerConfig(lr=0.25), "captured", torch.device("cpu"))
     lr = opt.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor)
     state = opt.state_dict()
@@ -488,17 +547,17 @@ def test_tensor_lr_checkpoints_hold_a_float_and_load_in_place():
     state["param_groups"][0]["lr"] = 0.125
     opt.load_state_dict(state)  # torch's loader would replace the tensor the graph reads
     assert opt.param_groups[0]["lr"] is lr and lr.item() == 0.125
-    plain = make_optimizer([torch.nn.Parameter(torch.zeros(3))], TrainerConfig(), "fused", torch.device("cpu"))
+    plain = make_optimizer([torch.nn.Parameter(torch.zeros(3))], TrainerConfig(), "eager", torch.device("cpu"))
     plain.load_state_dict(opt.state_dict())
     assert plain.param_groups[0]["lr"] == 0.125
 
 
-@pytest.mark.parametrize("mode", ["fused", "cudagraph"])
+@pytest.mark.parametrize("mode", ["eager", "captured"])
 def test_state_reload_continues_exactly(demo_table, monkeypatch, mode):
     """A Trainer rebuilt from a mid-run state (as resume and rollback do) ends where the
     uninterrupted run ends (CPU: same kernels, so bit for bit)."""
-    if mode == "cudagraph":
-        monkeypatch.setattr(trainer_mod, "choose_mode", lambda *a, **k: "cudagraph")
+    if mode == "captured":
+        monkeypatch.setattr(trainer_mod, "choose_engine", lambda *a, **k: "captured")
     args = ["trainer.progress=false", "trainer.save_period=100000", "trainer.lr_patience=3", "trainer.max_epochs=30",
             "trainer.lr_threshold=0.5"]  # the plateau scheduler cuts the lr before and after the reload
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import json
 import os
 import typing
+import warnings
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigError, did_you_mean
+from .model import registry
 
-ACTIVATIONS = ("gelu", "silu", "relu", "tanh")
-RECON_TYPES = ("mse", "huber", "cauchy", "welsch", "geman", "tukey")
+ACTIVATIONS = tuple(registry.ACTIVATIONS)  # the registries' names at import (model/registry.py)
+RECON_TYPES = tuple(registry.LOSSES)
+ENGINES = ("auto", "eager", "compiled", "captured", "reference")
+OLD_ENGINES = {"off": "reference", "jacobian": "eager", "fused": "eager", "compile": "compiled",
+               "cudagraph": "captured", False: "reference"}  # trainer.compile (YAML reads a bare off as false)
+OLD_KEYS = ("trainer.compile",)  # still read (renamed trainer.engine)
 
 
 # Limits of what a config (or sweep space) file may make rollfit do before validation.
@@ -110,7 +117,7 @@ class ModelConfig(_Section):
 
     residual: bool = Field(True, description="Residual (skip-connected) layers; false gives the plain sequential MLP.")
     layers: list[int] = Field([64, 32], min_length=1, description="Hidden layer widths, first to last.")
-    activation: Literal["gelu", "silu", "relu", "tanh"] = Field("gelu", description="Hidden activation.")
+    activation: Literal[ACTIVATIONS] = Field("gelu", description="Hidden activation.")
 
     @field_validator("layers")
     @classmethod
@@ -129,7 +136,7 @@ class TrainerConfig(_Section):
     lr_factor: float = Field(0.5, gt=0, lt=1, description="Factor applied to the lr on a plateau.")
     lr_patience: int = Field(100, ge=0, description="Epochs without relative improvement > lr_threshold before the lr drops.")
     lr_threshold: float = Field(1e-3, ge=0, description="Relative improvement of the validation loss that counts.")
-    recon_type: Literal["mse", "huber", "cauchy", "welsch", "geman", "tukey"] = Field(
+    recon_type: Literal[RECON_TYPES] = Field(
         "huber", description="Reconstruction loss on normalized targets.")
     recon_weight: float = Field(10.0, ge=0, description="Weight of the reconstruction loss.")
     recon_delta: float = Field(1.0, gt=0, description="Scale of the robust losses (huber delta; others scale it, see README).")
@@ -151,11 +158,14 @@ class TrainerConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: cuda when usable, except cpu for small jobs (<= 4096 rows) with an eager "
         "engine (docs/speed.md).")
-    compile: Literal["auto", "off", "jacobian", "fused", "compile", "cudagraph"] = Field(
-        "auto", description="Step engine: auto = cudagraph on CUDA, on CPU fused (compile for long runs on large "
-        "data); fused = hand-derived one-pass step; compile = fused under torch.compile; cudagraph = whole "
-        "epochs as one CUDA graph; jacobian = autograd with forward-Jacobian penalty; off = the plain "
-        "double-backward step (docs/speed.md).")
+    engine: Literal[ENGINES] = Field(
+        "auto", description="Training engine: eager = the hand-derived fused step; compiled = it under "
+        "torch.compile; captured = whole epochs as one CUDA graph (CUDA only, opt-in); reference = autograd with "
+        "the double-backward penalty; auto = compiled on CPU for long runs on large data, else eager "
+        "(docs/speed.md). The old key trainer.compile is still read.")
+    threads: Union[Literal["auto"], Annotated[int, Strict()]] = Field(
+        "auto", description="CPU threads per step: auto = one for small steps, else the faster of torch's "
+        "setting and one, timed while training (torch's setting with deterministic or on resume).")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of torch, numpy and python RNGs (weights init, shuffling).")
     deterministic: bool = Field(False, description="Ask torch for deterministic kernels (slower on GPU).")
     on_nonfinite: Literal["stop", "rollback"] = Field(
@@ -163,11 +173,32 @@ class TrainerConfig(_Section):
     progress: bool = Field(True, description="Show a tqdm progress bar with loss and lr.")
     report: bool = Field(True, description="Write plots/ and report.html at the end of a run.")
 
-    @field_validator("compile", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _yaml_off(cls, v: Any) -> Any:
-        """YAML reads a bare ``off`` as false; ``compile: off`` means the string."""
-        return "off" if v is False else v
+    def _old_engine_names(cls, data: Any) -> Any:
+        """Read the old ``compile`` key and values (off, jacobian, fused, compile, cudagraph) as
+        ``engine``, with a one-line deprecation note."""
+        if not isinstance(data, dict) or ("compile" not in data and data.get("engine", "auto") in ENGINES):
+            return data
+        data = dict(data)
+        key = "compile" if "compile" in data else "engine"
+        if key == "compile" and "engine" in data:
+            raise ValueError("expected trainer.engine or its old name trainer.compile, not both")
+        old = data.pop(key)
+        new = OLD_ENGINES.get(old, old) if isinstance(old, (str, bool)) else old
+        if new in ENGINES:
+            shown = "off" if old is False else old
+            warnings.warn(f"trainer.{key}: '{shown}' is now trainer.engine: '{new}'", FutureWarning, stacklevel=2)
+        data["engine"] = new
+        return data
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _auto_or_count(cls, v: Any) -> Any:
+        """One error line for anything but ``auto`` or a positive integer (not ``true``, ``2.5``)."""
+        if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError("expected 'auto' or an integer >= 1")
+        return v
 
 
 class Config(_Section):
@@ -369,7 +400,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         (section, key), value = parse_override(text)
         if section not in SECTIONS:
             raise ConfigError(f"override '{text}': unknown section '{section}'{did_you_mean(section, SECTIONS)}")
-        if key not in SECTIONS[section].model_fields:
+        if key not in SECTIONS[section].model_fields and f"{section}.{key}" not in OLD_KEYS:
             known = [f"{section}.{k}" for k in SECTIONS[section].model_fields]
             raise ConfigError(f"override '{text}': unknown key '{section}.{key}'{did_you_mean(f'{section}.{key}', known)}")
         out.setdefault(section, {})[key] = value

@@ -1,4 +1,4 @@
-"""Reconstruction losses (a registry) and the weight and input-gradient penalties.
+"""Reconstruction losses (``registry.LOSSES``) and the weight and input-gradient penalties.
 
 Definitions follow the original pipeline so that tuned configs behave the same; the only
 deliberate difference is that rollfit applies them to normalized targets. With
@@ -24,60 +24,25 @@ input as the original did.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError, did_you_mean
+from .registry import LOSSES, loss_in_effect
 
-DELTA_SCALE = {"mse": 1.0, "huber": 1.0, "cauchy": 1.2, "welsch": 1.8, "geman": 1.2, "tukey": 3.5}
-WARM_STARTED = ("geman", "welsch", "tukey")
 GRAD_CLAMP = 1e3
-
-
-def _mse(r: Tensor, d: float) -> Tensor:
-    return r.square().mean()
-
-
-def _huber(r: Tensor, d: float) -> Tensor:
-    return F.huber_loss(r, torch.zeros_like(r), delta=d)
-
-
-def _cauchy(r: Tensor, d: float) -> Tensor:
-    return (0.5 * d * d * torch.log1p((r / d).square())).mean()
-
-
-def _welsch(r: Tensor, d: float) -> Tensor:
-    return (0.5 * d * d * (1.0 - torch.exp(-(r / d).square()))).mean()
-
-
-def _geman(r: Tensor, d: float) -> Tensor:
-    r2 = r.square()
-    return (0.5 * r2 / (1.0 + r2 / (d * d))).mean()
-
-
-def _tukey(r: Tensor, d: float) -> Tensor:
-    u = (r / d).square()
-    inside = d * d / 6.0 * (1.0 - (1.0 - u).pow(3))
-    return torch.where(u <= 1.0, inside, torch.full_like(r, d * d / 6.0)).mean()
-
-
-RECON_LOSSES: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "mse": _mse, "huber": _huber, "cauchy": _cauchy, "welsch": _welsch, "geman": _geman, "tukey": _tukey,
-}
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor, kind: str, delta: float = 1.0,
                         epoch: int = 0, start_epoch: int = 0) -> Tensor:
     """The configured reconstruction loss of ``pred`` vs ``target`` (mean over elements)."""
-    if kind not in RECON_LOSSES:
-        raise ConfigError(f"trainer.recon_type: expected one of {', '.join(RECON_LOSSES)}, but got '{kind}'"
-                          f"{did_you_mean(str(kind), RECON_LOSSES)}")
-    if kind in WARM_STARTED and epoch < start_epoch:
-        kind = "huber"
-    return RECON_LOSSES[kind](pred - target, delta * DELTA_SCALE[kind])
+    if kind not in LOSSES:
+        raise ConfigError(f"trainer.recon_type: expected one of {', '.join(LOSSES)}, but got '{kind}'"
+                          f"{did_you_mean(str(kind), LOSSES)}")
+    loss = loss_in_effect(kind, epoch, start_epoch)
+    return loss.value(pred - target, delta * loss.delta_scale)
 
 
 def l1_penalty(params: Iterable[Tensor]) -> Tensor:
@@ -90,14 +55,10 @@ def l2_penalty(params: Iterable[Tensor]) -> Tensor:
     return torch.stack([p.square().mean() for p in params]).sum()
 
 
-def grad_penalty_from_jacobian(jac: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
-    """GP from the raw-input Jacobian (B, K, D): mean_b sum_j (g_bj clamped to +-1e3)^2 with
-    g_bj = sum_k J_bkj * input_scale_j.
-
-    ``input_scale`` = the inputs' std turns d/dx_raw into d/dx_normalized (``grad_space:
-    normalized``); None keeps the raw-input derivative of the original pipeline.
-    """
-    g = jac.sum(dim=1)
+def grad_penalty(g: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
+    """GP from the input gradient g (B, D) of sum_k y_k by the RAW input: mean_b sum_j
+    (g_bj * input_scale_j clamped to +-1e3)^2. ``input_scale`` = the inputs' std turns
+    d/dx_raw into d/dx_normalized (``grad_space: normalized``); None keeps the raw one."""
     if input_scale is not None:
         g = g * input_scale
     return g.clamp(-GRAD_CLAMP, GRAD_CLAMP).square().sum(dim=-1).mean()
@@ -111,6 +72,4 @@ def gp_input_scale(input_std: Tensor, grad_space: str) -> Optional[Tensor]:
 def grad_penalty_double_backward(pred: Tensor, x: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
     """GP by autograd (the original's way): x (raw) must require grad and ``pred`` depend on it."""
     (g,) = torch.autograd.grad(pred, x, torch.ones_like(pred), create_graph=True)
-    if input_scale is not None:
-        g = g * input_scale
-    return g.clamp(-GRAD_CLAMP, GRAD_CLAMP).square().sum(dim=-1).mean()
+    return grad_penalty(g, input_scale)

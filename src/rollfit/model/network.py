@@ -12,43 +12,44 @@ or in original units (the original pipeline, which trained on raw targets) is th
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ACTIVATIONS
 from ..errors import ConfigError, did_you_mean
+from .registry import ACTIVATIONS
 
 CONVENTIONS = ("normalized", "raw")
 
 
-def make_activation(name: str) -> nn.Module:
+class Act(nn.Module):
+    """The activation named ``name`` in ``registry.ACTIVATIONS`` (no parameters, so the
+    state_dict layout is the original's whatever the activation)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.fn = name, ACTIVATIONS[name].value
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.fn(z)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+def make_activation(name: str) -> Act:
     """The activation module for a configured name; an unknown name is an error (not gelu)."""
-    table: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
-    if name not in table:
+    if name not in ACTIVATIONS:
         raise ConfigError(f"model.activation: expected one of {', '.join(ACTIVATIONS)}, but got '{name}'"
                           f"{did_you_mean(str(name), ACTIVATIONS)}")
-    return table[name]()
+    return Act(name)
 
 
-def activation_derivative(act: nn.Module, z: Tensor) -> Tensor:
-    """d act(z) / dz, written with differentiable ops so it can be trained through."""
-    if isinstance(act, nn.GELU):
-        cdf = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
-        pdf = torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
-        return cdf + z * pdf
-    if isinstance(act, nn.SiLU):
-        s = torch.sigmoid(z)
-        return s * (1.0 + z * (1.0 - s))
-    if isinstance(act, nn.ReLU):
-        return (z > 0).to(z.dtype)
-    if isinstance(act, nn.Tanh):
-        t = torch.tanh(z)
-        return 1.0 - t * t
-    raise TypeError(f"no derivative known for activation {type(act).__name__}")
+def activation_derivative(act: Act, z: Tensor) -> Tensor:
+    """d act(z) / dz from the registry (differentiable: torch's ops have derivatives)."""
+    return ACTIVATIONS[act.name].parts(z, False)[1]
 
 
 def _xavier(module: nn.Module) -> None:
@@ -63,7 +64,7 @@ def _linear_tangent(layer: nn.Linear, t: Tensor) -> Tensor:
     return t @ layer.weight.t()
 
 
-def _act_tangent(act: nn.Module, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def _act_tangent(act: Act, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """Apply ``act`` to pre-activation z and carry tangents: J <- diag(act'(z)) J."""
     return act(z), t * activation_derivative(act, z).unsqueeze(1)
 
@@ -122,8 +123,8 @@ class SequentialMLP(nn.Module):
         _xavier(self)
 
     @staticmethod
-    def _act(i: int, n: int, name: str) -> nn.Module:
-        return nn.Tanh() if (n > 1 and i == n - 1) else make_activation(name)
+    def _act(i: int, n: int, name: str) -> Act:
+        return make_activation("tanh" if (n > 1 and i == n - 1) else name)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mlp(x)
@@ -165,11 +166,20 @@ class RegressionNet(nn.Module):
         self.register_buffer("target_std", _vec(target_std, self.output_dim, 1.0))
 
     def forward(self, x: Tensor, normalize: bool = True, denormalize: bool = False) -> Tensor:
-        """``mlp((x - input_mean) / input_std)``; ``* target_std + target_mean`` if ``denormalize``."""
-        if normalize:
-            x = (x - self.input_mean) / self.input_std
-        y = self.mlp(x)
-        return y * self.target_std + self.target_mean if denormalize else y
+        """Outputs in ORIGINAL units for raw inputs, whatever ``target_convention`` the
+        weights use (``normalize=False``: the inputs are already normalized).
+
+        ``denormalize=True`` keeps the original's meaning, ``mlp(...) * target_std +
+        target_mean``: the same as the default for rollfit runs, and for original runs the
+        twice-scaled values its plotting code showed.
+        """
+        y = self.forward_normalized(x) if normalize else self.mlp(x)
+        return y * self.target_std + self.target_mean if denormalize else self.to_units(y)
+
+    def forward_normalized(self, x: Tensor) -> Tensor:
+        """The MLP's own output for raw inputs, in training units (normalized targets for
+        rollfit runs, raw for original runs): what the losses compare with the targets."""
+        return self.mlp((x - self.input_mean) / self.input_std)
 
     def forward_with_input_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Network output (training units) and its Jacobian w.r.t. the RAW input, (B, K, D).
@@ -192,7 +202,7 @@ class RegressionNet(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         """Raw inputs -> outputs in original units (whatever convention the weights use)."""
         x = torch.as_tensor(x, dtype=self.input_mean.dtype, device=self.input_mean.device)
-        return self.to_units(self.forward(x))
+        return self.forward(x)
 
     def constructor_args(self) -> dict:
         """Plain-typed arguments that rebuild this network (stored in checkpoints)."""

@@ -27,7 +27,8 @@ from ..training.logger import SimpleLogger, find_log
 ALLOWED_RESUME_CHANGES = (
     "trainer.max_epochs", "trainer.log_period", "trainer.save_period", "trainer.checkpoint_every_minutes",
     "trainer.keep_last", "trainer.progress", "trainer.report", "trainer.on_nonfinite", "trainer.device",
-    "trainer.compile", "trainer.deterministic", "data.hdf5_path", "data.cache", "data.cache_dir", "data.workers",
+    "trainer.engine", "trainer.threads", "trainer.deterministic", "data.hdf5_path", "data.cache", "data.cache_dir",
+    "data.workers",
 )
 
 

@@ -111,7 +111,7 @@ def checkpoint_meta(cfg: Config, table: RolloutTable, data: HDF5DataModule) -> d
 
 def make_data(cfg: Config, table: RolloutTable) -> HDF5DataModule:
     """The split and resident tensors of ``table`` on the configured device."""
-    device = resolve_device(cfg.trainer.device, cfg.trainer.compile, rows=len(table))
+    device = resolve_device(cfg.trainer.device, cfg.trainer.engine, rows=len(table))
     return HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, cfg.data.split_seed, device).setup()
 
 

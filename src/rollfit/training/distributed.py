@@ -1,4 +1,8 @@
-"""Data-parallel training under ``torchrun``: one process per device, one model, exact gradients.
+"""Training strategies: ``Local`` (one process) and ``DistContext`` (data parallel under torchrun).
+
+Both have one interface the Trainer calls, with no branches on which one it holds:
+``is_writer``, ``shard``, ``attach``, ``train_epoch`` (through the engine's mini-batch loop,
+``step.batch_loop``), ``agree``, ``same_path`` and ``finish``.
 
 ``torchrun --nproc_per_node N -m rollfit train ...`` (or ``rollfit train --nproc N``) starts
 N copies of the same command; ``from_env`` sees ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and
@@ -40,6 +44,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, TrainingError
 from .logger import SimpleLogger
+from .step import COMPONENTS, Losses, as_dict, batch_loop
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the ones the trainer's InterruptGuard handles
@@ -79,6 +84,34 @@ def share(n: int, rank: int, world: int) -> Share:
         return Share(np.arange(n), 1.0 / world)
     positions = np.arange(rank, n, world)
     return Share(positions, len(positions) / n)
+
+
+class Local:
+    """One process: all rows, no collectives, this process writes the files."""
+
+    is_writer, world = True, 1
+
+    def shard(self, data):
+        return data
+
+    def attach(self, trainer) -> None:
+        """Nothing to synchronize."""
+
+    def train_epoch(self, trainer, epoch: int) -> dict[str, Tensor]:
+        """A full-batch update, or the engine's shuffled mini-batch epoch."""
+        x, y, bs = trainer.data.train.x, trainer._yn_train, trainer.data.batch_size
+        if x.shape[0] <= bs:
+            return trainer.engine.step(x, y, epoch)
+        return trainer.engine.train_epoch(x, y, epoch, bs, trainer.shuffle_gen)
+
+    def agree(self, train: dict[str, Tensor], val: Tensor, save: bool, guard) -> tuple[dict[str, Tensor], Tensor, bool]:
+        return train, val, save
+
+    def same_path(self, path: Optional[Path]) -> Optional[Path]:
+        return path
+
+    def finish(self) -> None:
+        """Nothing to leave."""
 
 
 class DistContext:
@@ -127,15 +160,15 @@ class DistContext:
         self._reduced = 0  # optimizer steps seen by the hook (each must be seen: see _step)
         trainer.opt.register_step_pre_hook(self._all_reduce_grads)
 
-    def _step(self, engine, x: Tensor, y: Tensor, epoch: int) -> dict[str, Tensor]:
-        """``engine.step``, refusing an engine that updates the weights without ``opt.step()``
+    def _checked(self, engine, update):
+        """``update()``, refusing an engine that changed the weights without ``opt.step()``
         (e.g. a replayed CUDA graph): its ranks would silently drift apart."""
         before = self._reduced
-        out = engine.step(x, y, epoch)
+        out = update()
         if self._reduced == before:
             raise TrainingError(f"distributed training: expected the step engine to call optimizer.step() "
                                 f"(where gradients are all-reduced), but {type(engine).__name__} did not; "
-                                f"use trainer.compile=off under torchrun")
+                                f"use trainer.engine=reference under torchrun")
         return out
 
     # ---- collectives ----------------------------------------------------------------------
@@ -159,26 +192,25 @@ class DistContext:
     def train_epoch(self, trainer, epoch: int) -> dict[str, Tensor]:
         """One epoch of this rank's share; returns its contributions to the global means
         (summed across ranks in ``agree``)."""
-        from .step import COMPONENTS
-
         x, y, engine = trainer.data.train.x, trainer._yn_train, trainer.engine
         if self.full_batch:
             self._step_weight = self.train_weight
-            return {k: v * self.train_weight for k, v in self._step(engine, x, y, epoch).items()}
-        n, bs = x.shape[0], trainer.data.batch_size
-        perm = torch.randperm(n, device=x.device, generator=trainer.shuffle_gen)
-        sums: dict[str, Tensor] = {k: x.new_zeros(()) for k in ("train", *COMPONENTS)}  # same keys on every rank
-        for k in range(0, n, bs):
-            batch = perm[k:k + bs]
-            mine = batch[self.rank::self.world]
-            self._step_weight = mine.numel() / batch.numel()
-            if mine.numel() == 0:  # a last batch smaller than the group: contribute zero gradients
-                trainer.opt.zero_grad(set_to_none=False)  # in place: engines may alias .grad
-                trainer.opt.step()
-                continue
-            for name, v in self._step(engine, x[mine], y[mine], epoch).items():
-                sums[name] = sums.get(name, 0.0) + v * mine.numel()
-        return {name: v / n for name, v in sums.items()}
+            out = self._checked(engine, lambda: engine.step(x, y, epoch))
+            return {k: v * self.train_weight for k, v in out.items()}
+        perm = torch.randperm(x.shape[0], device=x.device, generator=trainer.shuffle_gen)
+        return as_dict(*batch_loop(lambda idx: self._share(trainer, idx, epoch), perm, trainer.data.batch_size))
+
+    def _share(self, trainer, idx: Tensor, epoch: int) -> Losses:
+        """This rank's rows ``idx[rank::world]`` of a global batch, weighted by their share of it."""
+        x, y, engine = trainer.data.train.x, trainer._yn_train, trainer.engine
+        mine = idx[self.rank::self.world]
+        self._step_weight = mine.numel() / idx.numel()
+        if mine.numel() == 0:  # a last batch smaller than the group: contribute zero gradients
+            trainer.opt.zero_grad(set_to_none=False)  # in place: engines may alias .grad
+            trainer.opt.step()
+            return x.new_zeros(()), x.new_zeros(len(COMPONENTS))
+        total, parts = self._checked(engine, lambda: engine.batch(x, y, mine, epoch))
+        return total * self._step_weight, parts * self._step_weight
 
     def agree(self, train: dict[str, Tensor], val: Tensor, save: bool, guard) -> tuple[dict[str, Tensor], Tensor, bool]:
         """One all-reduce per epoch: global train losses and validation MSE, and one decision

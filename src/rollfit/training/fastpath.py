@@ -23,7 +23,7 @@ How the pieces are computed (``h_{-1} = (x - mean) / std``; block i: ``z_i = h_{
 - the penalty's gradient runs that sweep backwards (adjoints ``ubar``); it needs act''(z)
   and feeds ``zbar_gp = vbar * u * act''(z)`` into the ordinary backward pass;
 - the ordinary backward pass of the forward (adjoints ``hbar``, ``zbar``), the recon loss
-  derivative from ``RECON_GRADS``, and L1/L2 as one kernel each on the flat buffer
+  derivative (``registry.LOSSES``), and L1/L2 as one kernel each on the flat buffer
   (``L1 = sum_i |w_i| / n(tensor of i)``: the sum over tensors of mean |w|).
 
 The network's parameters are re-pointed into views of ``FlatParams.flat`` (and their
@@ -34,103 +34,16 @@ whole buffers. Tests check every gradient against autograd and finite difference
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 import torch.optim.optimizer as _optim_module
 from torch import Tensor, nn
 
-from ..model import losses
+from ..model.losses import GRAD_CLAMP
 from ..model.network import RegressionNet, ResidualMLP, SequentialMLP
-
-GRAD_CLAMP = losses.GRAD_CLAMP
-_LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
-
-
-# ---- activations: value, first and second derivative ---------------------------------------
-def _gelu(z: Tensor, second: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    d1 = torch.ops.aten.gelu_backward(torch.ones_like(z), z)  # Phi(z) + z phi(z), one kernel
-    d2 = None
-    if second:
-        z2 = z * z
-        pdf = torch.exp(z2 * -0.5 + _LOG_INV_SQRT_2PI)
-        d2 = torch.rsub(z2, 2.0).mul_(pdf)  # (2 - z^2) phi(z)
-    return F.gelu(z), d1, d2
-
-
-def _silu(z: Tensor, second: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    s = torch.sigmoid(z)
-    t = torch.rsub(s, 1.0)
-    d1 = torch.addcmul(s, s, z * t)
-    d2 = (s * t).mul_(torch.addcmul(torch.full_like(z, 2.0), z, t - s)) if second else None
-    return F.silu(z), d1, d2
-
-
-def _tanh(z: Tensor, second: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    a = torch.tanh(z)
-    d1 = torch.rsub(a * a, 1.0)
-    d2 = (a * d1).mul_(-2.0) if second else None
-    return a, d1, d2
-
-
-def _relu(z: Tensor, second: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    return torch.relu(z), (z > 0).to(z.dtype), None  # act'' = 0 (as torch's double backward)
-
-
-ACTIVATION_PARTS: dict[str, Callable[[Tensor, bool], tuple[Tensor, Tensor, Optional[Tensor]]]] = {
-    "gelu": _gelu, "silu": _silu, "tanh": _tanh, "relu": _relu,
-}
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
-                                                      "relu": torch.relu}
-_ACT_NAMES = {nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh", nn.ReLU: "relu"}
-
-
-def activation_name(module: nn.Module) -> str:
-    """The name of an activation module this step knows (exact-erf GELU only)."""
-    name = _ACT_NAMES.get(type(module))
-    if name is None or (name == "gelu" and getattr(module, "approximate", "none") != "none"):
-        raise TypeError(f"fast step: expected a gelu/silu/tanh/relu activation, but got {module!r}")
-    return name
-
-
-# ---- reconstruction losses: d loss_element / d r (the mean's 1/n applied by the caller) --------
-def _grad_mse(r: Tensor, d: float) -> Tensor:
-    return r * 2.0
-
-
-def _grad_huber(r: Tensor, d: float) -> Tensor:
-    return r.clamp(-d, d)
-
-
-def _grad_cauchy(r: Tensor, d: float) -> Tensor:
-    return r / (r / d).square().add_(1.0)
-
-
-def _grad_welsch(r: Tensor, d: float) -> Tensor:
-    return r * torch.exp(-(r / d).square())
-
-
-def _grad_geman(r: Tensor, d: float) -> Tensor:
-    return r / (r / d).square().add_(1.0).square()
-
-
-def _grad_tukey(r: Tensor, d: float) -> Tensor:
-    u = (r / d).square()
-    return torch.where(u <= 1.0, r * torch.rsub(u, 1.0).square(), torch.zeros_like(r))
-
-
-RECON_GRADS: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "mse": _grad_mse, "huber": _grad_huber, "cauchy": _grad_cauchy, "welsch": _grad_welsch,
-    "geman": _grad_geman, "tukey": _grad_tukey,
-}
-
-
-def recon_kind(kind: str, epoch: int, start_epoch: int) -> str:
-    """The loss in effect at ``epoch`` (geman/welsch/tukey use huber before ``start_epoch``)."""
-    return "huber" if kind in losses.WARM_STARTED and epoch < start_epoch else kind
+from ..model.registry import ACTIVATIONS, Loss
 
 
 # ---- parameters in one buffer -------------------------------------------------------------
@@ -230,7 +143,7 @@ def blocks_of(model: RegressionNet, fp: FlatParams) -> tuple[list[Block], Linear
     """The hidden blocks and the output layer of a residual or sequential MLP."""
     mlp = model.mlp
     if isinstance(mlp, ResidualMLP):
-        act = activation_name(mlp.activation)
+        act = mlp.activation.name
         blocks = [Block(Linear.of(mlp.input_layer, fp), act)]
         last = len(mlp.layers) - 1
         for i, (layer, skip) in enumerate(zip(mlp.layers, mlp.skip_connections)):
@@ -239,7 +152,7 @@ def blocks_of(model: RegressionNet, fp: FlatParams) -> tuple[list[Block], Linear
         return blocks, Linear.of(mlp.output_layer, fp)
     if isinstance(mlp, SequentialMLP):
         mods = list(mlp.mlp)
-        blocks = [Block(Linear.of(mods[i], fp), activation_name(mods[i + 1])) for i in range(0, len(mods) - 1, 2)]
+        blocks = [Block(Linear.of(mods[i], fp), mods[i + 1].name) for i in range(0, len(mods) - 1, 2)]
         return blocks, Linear.of(mods[-1], fp)
     raise TypeError(f"fast step: expected a ResidualMLP or SequentialMLP, but got {type(mlp).__name__}")
 
@@ -342,7 +255,7 @@ class MLPStepMath:
                 h = torch.addmm(merged[1], h, merged[0].t())
                 continue
             z = torch.addmm(blk.lin.b, h, blk.lin.Wt)
-            h = self._add_skip(blk, ACTIVATIONS[blk.act](z) if blk.act else z, h)
+            h = self._add_skip(blk, ACTIVATIONS[blk.act].value(z) if blk.act else z, h)
         return torch.addmm(self.out.b, h, self.out.Wt)
 
     @staticmethod
@@ -361,7 +274,7 @@ class MLPStepMath:
                 h, d1, d2 = torch.addmm(merged[1], h, merged[0].t()), None, None
             else:
                 z = torch.addmm(blk.lin.b, h, blk.lin.Wt)
-                a, d1, d2 = ACTIVATION_PARTS[blk.act](z, self.with_gp) if blk.act else (z, None, None)
+                a, d1, d2 = ACTIVATIONS[blk.act].parts(z, self.with_gp) if blk.act else (z, None, None)
                 h = self._add_skip(blk, a, h)
             fw.hs.append(h)
             fw.d1.append(d1)
@@ -394,7 +307,7 @@ class MLPStepMath:
         fw.g = g if g.shape[0] == fw.y.shape[0] else g.expand(fw.y.shape[0], -1).contiguous()
 
     # ---- backward ---------------------------------------------------------------------------
-    def backward(self, fw: Forward, yn: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    def backward(self, fw: Forward, yn: Tensor, loss: Loss) -> tuple[Tensor, Tensor]:
         """Write d total / d weights into the grad buffer; return (total, [recon, l1, l2, gp])."""
         c, fp, flat, grad = self.cfg, self.fp, self.flat, self.grad
         torch.mul(torch.sign(flat), self.c_l1, out=grad)
@@ -402,9 +315,9 @@ class MLPStepMath:
         l1 = torch.dot(flat.abs(), fp.inv_count)
         l2 = torch.dot(flat.square(), fp.inv_count)
         r = fw.y - yn
-        delta = c.recon_delta * losses.DELTA_SCALE[kind]
-        rec = losses.RECON_LOSSES[kind](r, delta)
-        ybar = RECON_GRADS[kind](r, delta).mul_(c.recon_weight / r.numel())
+        delta = c.recon_delta * loss.delta_scale
+        rec = loss.value(r, delta)
+        ybar = loss.grad(r, delta).mul_(c.recon_weight / r.numel())
         if self.with_gp:
             gp, zbar_gp = self._penalty_backward(fw)
         else:

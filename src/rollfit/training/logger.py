@@ -33,8 +33,17 @@ class SimpleLogger:
         self.hparams_path = self.path.with_name(self.path.stem + "_hparams.json")
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
-        """Write the hyperparameters (the run's config) next to the metrics log."""
-        atomic_write_json(self.hparams_path, params)
+        """Write the hyperparameters (the run's config, plus ``resolved`` once known) next to
+        the metrics log."""
+        extra = {"resolved": self._resolved} if getattr(self, "_resolved", None) is not None else {}
+        atomic_write_json(self.hparams_path, {**params, **extra})
+
+    def log_resolved(self, resolved: dict[str, Any]) -> None:
+        """Record what ``auto`` resolved (device, engine, threads, torch version) under
+        ``resolved`` in the hyperparameters file (now if it exists, else when it is written)."""
+        self._resolved = resolved
+        if self.hparams_path.is_file():
+            self.log_hyperparams(json.loads(self.hparams_path.read_text()))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Append one row; call ``flush`` to write it."""

@@ -1,27 +1,22 @@
-"""The training step engines (``trainer.compile``) and how the Trainer picks one.
+"""The training engines (``trainer.engine``), the one mini-batch loop, and how one is picked.
 
-Every engine has the same interface: ``step(x, yn, epoch)`` takes one optimizer step on a
-batch and returns detached loss tensors (``train`` and ``COMPONENTS``), ``validate()``
-returns the validation MSE in training units of the current weights as a tensor. Engines
-may add ``train_epoch(x, yn, epoch, batch_size, generator)`` (a whole mini-batch epoch)
-and ``on_state_loaded()`` (called after the Trainer loads a state).
+Every engine implements ``Engine``: ``step`` (a full-batch epoch: one optimizer update),
+``batch`` (one update on some rows), ``train_epoch`` (a shuffled mini-batch epoch through
+``batch_loop``, the only mini-batch loop: distributed training uses it too), ``validate``
+(the validation MSE in training units of the current weights) and ``on_state_loaded``.
 
-- ``off``: ``StepEngine``, autograd with the original double-backward penalty and torch's
-  Adam; the reference the others are tested against.
-- ``jacobian``: ``StepEngine`` with the forward-Jacobian penalty (one backward pass).
-- ``fused``: ``FusedEngine``, the hand-derived step of ``fastpath`` (no autograd), flat
-  parameters, fused Adam called directly, validation's forward pass reused by the next step.
-- ``compile``: ``CompiledEngine``, the same step under ``torch.compile``.
-- ``cudagraph``: ``GraphEngine``, whole epochs (steps, validation, plateau scheduler) as
-  one CUDA graph, with a capturable Adam whose lr is a device tensor (``DevicePlateau``).
-- ``auto``: ``choose_mode``: cudagraph on CUDA; on CPU fused, or compile when the run is
-  long enough for compilation to pay.
+- ``FusedEngine``: the hand-derived step of ``fastpath`` (no autograd) on flat parameters,
+  run by an execution strategy: ``eager``; ``compiled`` (``torch.compile``); ``captured``
+  (whole epochs as one CUDA graph; runnable uncaptured on any device, as the tests do).
+- ``ReferenceEngine`` (``reference``): autograd with the original's double-backward
+  penalty and torch's Adam: the oracle the fused engine is tested against.
+- ``choose_engine``: what ``auto`` means on this device and job (docs/speed.md).
 """
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,61 +26,105 @@ from ..config import TrainerConfig
 from ..errors import ConfigError, TrainingError
 from ..model import losses
 from ..model.network import RegressionNet
-from .fastpath import DirectAdam, FlatParams, Forward, MLPStepMath, copy_forward, recon_kind
+from ..model.registry import Loss, loss_in_effect
+from .fastpath import DirectAdam, FlatParams, MLPStepMath, copy_forward
 from .plateau import DevicePlateau
 
 COMPONENTS = ("reconstruction", "l1", "l2", "grad_penalty")
+ENGINES = ("eager", "compiled", "captured", "reference")
+COMPILE_ROW_EPOCHS = 2e8   # auto compiles on CPU from rows x epochs >= this (see docs/speed.md)
+SMALL_STEP = 1 << 18       # activations up to this many elements: one CPU thread (see ThreadChoice)
+Losses = tuple[Tensor, Tensor]  # (total, stacked COMPONENTS)
 
 
-class StepEngine:
-    """Eager step over resident tensors; ``val_x``/``val_yn`` are the validation rows."""
+class Engine(Protocol):
+    """What the Trainer and the distributed strategy call; every engine implements all of it."""
+
+    name: str
+
+    def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]: ...
+
+    def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses: ...
+
+    def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
+                    generator: torch.Generator) -> dict[str, Tensor]: ...
+
+    def validate(self) -> Tensor: ...
+
+    def on_state_loaded(self) -> None: ...
+
+
+def batch_loop(step: Callable[[Tensor], Losses], perm: Tensor, batch_size: int) -> Losses:
+    """The mini-batch loop: ``step(rows)`` per slice of ``perm``; returns row-weighted means."""
+    n = perm.shape[0]
+    total = parts = None
+    for k in range(0, n, batch_size):
+        idx = perm[k:k + batch_size]
+        t, p = step(idx)
+        m = idx.numel()
+        total, parts = (t * m, p * m) if total is None else (total.add_(t, alpha=m), parts.add_(p, alpha=m))
+    return total / n, parts / n
+
+
+def as_dict(total: Tensor, parts: Tensor) -> dict[str, Tensor]:
+    return {"train": total, **dict(zip(COMPONENTS, parts.unbind()))}
+
+
+# ---- the reference -------------------------------------------------------------------------------
+class ReferenceEngine:
+    """Autograd: the original double-backward penalty and torch's Adam (the test oracle)."""
+
+    name = "reference"
 
     def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer,
                  val_x: Tensor, val_yn: Tensor):
         self.model, self.cfg, self.opt = model, cfg, opt
-        self.params: Sequence[Tensor] = [p for p in model.parameters()]
+        self.params: Sequence[Tensor] = list(model.parameters())
         self.val_x, self.val_yn = val_x, val_yn
-        self.use_jacobian = cfg.compile != "off"
 
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
-        """One optimizer update on a batch; returns detached ``train`` and components."""
+        return as_dict(*self._update(x, yn, epoch))
+
+    def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses:
+        return self._update(x[idx], yn[idx], epoch)
+
+    def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
+                    generator: torch.Generator) -> dict[str, Tensor]:
+        perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+        return as_dict(*batch_loop(lambda idx: self.batch(x, yn, idx, epoch), perm, batch_size))
+
+    @torch.no_grad()
+    def validate(self) -> Tensor:
+        return F.mse_loss(self.model.forward_normalized(self.val_x), self.val_yn)
+
+    def on_state_loaded(self) -> None:
+        """Nothing is cached."""
+
+    def _update(self, x: Tensor, yn: Tensor, epoch: int) -> Losses:
         total, parts = self.loss(x, yn, epoch)
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()
-        return {"train": total.detach(), **{k: v.detach() for k, v in parts.items()}}
+        return total.detach(), parts.detach()
 
-    def loss(self, x: Tensor, yn: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total weighted loss and its components for raw inputs and training-unit targets."""
+    def loss(self, x: Tensor, yn: Tensor, epoch: int) -> Losses:
+        """Total weighted loss and the stacked components for raw inputs and training-unit targets."""
         c = self.cfg
-        pred, gp = self.predict_with_penalty(x)
+        if c.grad_weight == 0:
+            pred = self.model.forward_normalized(x)
+            gp = pred.new_zeros(())
+        else:
+            x = x.detach().requires_grad_(True)
+            pred = self.model.forward_normalized(x)
+            gp = losses.grad_penalty_double_backward(pred, x, losses.gp_input_scale(self.model.input_std,
+                                                                                     c.grad_space))
         rec = losses.reconstruction_loss(pred, yn, c.recon_type, c.recon_delta, epoch, c.recon_start_epoch)
-        l1 = losses.l1_penalty(self.params)
-        l2 = losses.l2_penalty(self.params)
-        total = c.recon_weight * rec + c.l1_weight * l1 + c.l2_weight * l2 + c.grad_weight * gp
-        return total, {"reconstruction": rec, "l1": l1, "l2": l2, "grad_penalty": gp}
-
-    def predict_with_penalty(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Prediction and input-gradient penalty (skipped when its weight is 0)."""
-        if self.cfg.grad_weight == 0:
-            pred = self.model(x)
-            return pred, pred.new_zeros(())
-        if self.use_jacobian:
-            pred, jac = self.model.forward_with_input_jacobian(x)
-            return pred, losses.grad_penalty_from_jacobian(jac, self._gp_scale())
-        x = x.detach().requires_grad_(True)
-        pred = self.model(x)
-        return pred, losses.grad_penalty_double_backward(pred, x, self._gp_scale())
-
-    def _gp_scale(self) -> Optional[Tensor]:
-        return losses.gp_input_scale(self.model.input_std, self.cfg.grad_space)
-
-    @torch.no_grad()
-    def validate(self) -> Tensor:
-        """Validation MSE in training units (the plateau scheduler's signal)."""
-        return (self.model(self.val_x) - self.val_yn).square().mean()
+        parts = torch.stack([rec, losses.l1_penalty(self.params), losses.l2_penalty(self.params), gp])
+        total = c.recon_weight * rec + c.l1_weight * parts[1] + c.l2_weight * parts[2] + c.grad_weight * gp
+        return total, parts
 
 
+# ---- threads ---------------------------------------------------------------------------------------
 class _Threads:
     """Run a block with ``n`` intra-op threads (None: leave torch's setting), then restore it;
     with a ``choice``, report the block's wall time for thread count ``n``."""
@@ -112,25 +151,23 @@ class _Threads:
 class ThreadChoice:
     """How many intra-op threads a CPU engine's steps use.
 
-    Small steps (activations up to ``SMALL_STEP`` elements, e.g. the seed's 213 rows) use one:
-    their kernels take microseconds, a second thread only adds synchronization, and on a
-    machine whose cores are shared with other processes that synchronization turns a 14 us
+    ``fixed`` (``trainer.threads: N``): always N. Otherwise small steps (activations up to
+    ``SMALL_STEP`` elements, e.g. the seed's 213 rows) use one: their kernels take
+    microseconds, and on a machine whose cores are shared a second thread turns a 14 us
     matrix product into milliseconds. Large steps use whichever of torch's setting and one
     thread ran an epoch faster, measured on alternating epochs (two each, after one warm-up
-    epoch). The load of a shared machine changes, so the trials run again every ``RETUNE``
-    epochs, and at once when three epochs in a row take ``SLOWER`` times the fastest one
-    since the choice. On a busy 2-core machine one thread won by 3-5x at 100k
-    rows; when the machine was idle, two threads won by ~1.7x.
+    epoch), measured again every ``RETUNE`` epochs and when three epochs in a row take
+    ``SLOWER`` times the fastest one. With ``timed=False`` (``trainer.deterministic``, a
+    resume) large steps use torch's setting and nothing is measured.
     """
 
     RETUNE = 500
     TRIALS = 2
     SLOWER = 1.5
 
-    def __init__(self, device: torch.device, width: int):
-        self.cpu, self.width = device.type == "cpu", width
+    def __init__(self, device: torch.device, width: int, fixed: Optional[int] = None, timed: bool = True):
+        self.cpu, self.width, self.fixed, self.timed = device.type == "cpu", width, fixed, timed
         self.default = torch.get_num_threads()  # the caller's setting (trials switch it)
-        self.best: Optional[int] = None
         self._warm = False
         self._reset()
 
@@ -144,8 +181,10 @@ class ThreadChoice:
         """The context to run a step over ``rows`` rows in (``timed``: an epoch to measure)."""
         if not self.cpu:
             return _Threads(None)
-        if self.small(rows):
-            return _Threads(1)
+        if self.fixed is not None or self.small(rows):
+            return _Threads(self.fixed or 1)
+        if not self.timed:
+            return _Threads(None)
         if self.best is not None:
             self._since += timed
             if self._since >= self.RETUNE:
@@ -176,114 +215,128 @@ class ThreadChoice:
 
     def decided(self, rows: int) -> bool:
         """Whether steps over ``rows`` rows have a settled thread count (compile now)."""
-        return not self.cpu or self.small(rows) or self.best is not None or self.default == 1
+        return (not self.cpu or not self.timed or self.fixed is not None or self.small(rows)
+                or self.best is not None or self.default == 1)
+
+    def describe(self, rows: int) -> object:
+        """The thread count of steps over ``rows`` rows, or how it is chosen (for the run's record)."""
+        if not self.cpu:
+            return "device"
+        if self.fixed is not None or self.small(rows):
+            return self.fixed or 1
+        return f"timed: 1 or {self.default}" if self.timed and self.default > 1 else self.default
 
 
+# ---- the fused engine --------------------------------------------------------------------------------
 class FusedEngine:
-    """The hand-derived step (``fastpath``) on flat parameters, eager.
+    """The hand-derived step (``fastpath``) on flat parameters, run by an execution strategy.
 
-    Per step: one forward pass with the input-gradient sweep, the exact gradient written
-    into the flat grad buffer, one fused Adam update (``DirectAdam``). When the validation
-    rows are the training rows and the batch is the whole data set (the seed's
-    ``train_split: 1.0``), ``validate`` runs the NEXT step's forward pass at the updated
-    weights and returns its MSE, and ``step`` reuses that pass: the validation loss is
-    still that of the model after the step, and an epoch costs one forward pass instead of
-    two. The reuse is dropped whenever the weights changed in between (their version
-    counter moved: a rollback, a resume). Mini-batches (``train_epoch``) are gathered by
-    index into reused buffers from the normalized inputs, computed once per run.
+    Per update: forward pass with the input-gradient sweep, the exact gradient written into
+    the flat grad buffer, one fused Adam update (``DirectAdam``). A full-batch epoch keeps
+    the forward pass of the training rows at the updated weights: it gives the validation
+    MSE when the validation rows are the training rows (the seed's ``train_split: 1.0``)
+    and is the next epoch's forward pass, so an epoch costs one forward pass, not two. It
+    is recomputed whenever the weights changed in between (their version counter moved: a
+    rollback, a resume). Mini-batches are gathered by index into reused buffers from the
+    normalized inputs, computed once per run. Every epoch computes its validation MSE.
     """
 
-    pipeline = True  # reuse validation's forward pass as the next step's
-
-    def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer,
-                 val_x: Tensor, val_yn: Tensor):
-        self.model, self.cfg, self.opt = model, cfg, opt
+    def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
+                 val_yn: Tensor, execution: str = "eager", sched: Optional[DevicePlateau] = None,
+                 threads: Optional[ThreadChoice] = None):
+        self.model, self.cfg, self.opt, self.name = model, cfg, opt, execution
         self.fp = FlatParams(model)
         self.math = MLPStepMath(model, self.fp, cfg)
         self.adam = DirectAdam(opt)
         self.val_x, self.val_yn = val_x, val_yn
-        self.width = max(list(model.layers) + [model.input_dim])
-        self.threads = ThreadChoice(val_x.device, self.width)
+        width = max(list(model.layers) + [model.input_dim])
+        self.threads = threads or ThreadChoice(val_x.device, width)
+        self.run = {"eager": Eager, "compiled": Compiled, "captured": Captured}[execution](self, sched)
         self._buffers: dict[int, tuple[Tensor, Tensor]] = {}
         self.val_xn = self.math.normalize(val_x)
         self._norm: tuple[Optional[Tensor], int, Optional[Tensor]] = (None, -1, None)
+        self._fw = None  # the forward pass of the full-batch rows at the current weights
         self.on_state_loaded()
 
     def on_state_loaded(self) -> None:
-        """Re-read normalization (in place) and drop reused passes (the Trainer calls this
-        after loading a state)."""
+        """Re-read normalization (in place) and drop the kept forward pass (after a state load)."""
         self.math.reset_constants()
         with torch.no_grad():
             self.val_xn.copy_(self.math.normalize(self.val_x))
             src, _, xn = self._norm
             if src is not None:
                 xn.copy_(self.math.normalize(src))
-        self._ahead: Optional[tuple] = None  # (x, weights version, Forward) from validate()
-        self._last_x: Optional[Tensor] = None
+        self._fw_key: tuple = (None, None)  # (rows, weights version) the kept forward pass is of
         self._same: tuple[Optional[Tensor], bool] = (None, False)
+        self._val: Optional[Tensor] = None
 
     # ---- the interface ----------------------------------------------------------------------
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
-        """One optimizer update on a batch; returns detached ``train`` and components."""
+        """A full-batch epoch: one update on all rows; returns detached ``train`` and components."""
+        loss, xn, same = self._loss(epoch), self._normalized(x), self._is_val(x)
         with self.threads.use(x.shape[0], timed=True):
-            total, parts = self._step(x, yn, epoch)
-        self._last_x = x
-        return self._as_dict(total, parts)
+            if self.run.pipelined:
+                self._keep_forward(x, xn)
+            key = ("full", loss.name, same, id(xn), id(yn))
+            out = self.run.epoch(key, lambda: self._full_body(xn, yn, loss, same))
+        self._fw_key = (x, self.fp.version())
+        return self._finish(*out)
 
-    def validate(self) -> Tensor:
-        """Validation MSE in training units of the current weights (the scheduler's signal)."""
-        x = self._last_x
-        with self.threads.use(self.val_x.shape[0]):
-            if self.pipeline and x is not None and self._is_val(x):
-                fw = self.math.forward(self._normalized(x))
-                self._ahead = (x, self.fp.version(), fw)
-                return F.mse_loss(fw.y, self.val_yn)
-            return self._val_mse()
+    def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses:
+        """One update on rows ``idx`` (distributed training's per-batch call)."""
+        return self._batch(self._normalized(x), yn, idx, self._loss(epoch))
 
     def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
                     generator: torch.Generator) -> dict[str, Tensor]:
-        """A shuffled pass in mini-batches (the Trainer's order: one ``randperm`` of the rows
-        from ``generator``); returns row-weighted mean components."""
+        """A shuffled pass in mini-batches (one ``randperm`` of the rows from ``generator``)."""
         n = x.shape[0]
-        perm = torch.randperm(n, device=x.device, generator=generator)
-        xn = self._normalized(x)
-        sums: list[Tensor] = []
+        perm = self.run.fixed(torch.randperm(n, device=x.device, generator=generator))
+        loss, xn = self._loss(epoch), self._normalized(x)
+        self.run.dynamic = n % batch_size != 0
         with self.threads.use(min(n, batch_size), timed=True):
-            for k in range(0, n, batch_size):
-                idx = perm[k:k + batch_size]
-                out = self._batch_step(*self._gather(xn, yn, idx), epoch)
-                if not sums:
-                    sums = [v * idx.numel() for v in out]
-                else:
-                    for acc, v in zip(sums, out):
-                        acc.add_(v, alpha=idx.numel())
-        self._last_x = None
-        return self._as_dict(sums[0] / n, sums[1] / n)
+            out = self.run.epoch(("batches", loss.name, n, batch_size, id(xn), id(yn)), lambda: (
+                *batch_loop(lambda idx: self._batch(xn, yn, idx, loss), perm, batch_size), self._val_mse()))
+        return self._finish(*out)
 
-    # ---- what subclasses replace --------------------------------------------------------------
-    def _step(self, x: Tensor, yn: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        fw = self._take_ahead(x)
-        if fw is None:
-            fw = self.math.forward(self._normalized(x))
-        return self._apply(fw, yn, epoch)
+    def validate(self) -> Tensor:
+        """The validation MSE (training units) of the weights after the last epoch."""
+        val, self._val = self._val, None
+        if val is None:
+            with self.threads.use(self.val_x.shape[0]):
+                val = self._val_mse()
+        return val
 
-    def _batch_step(self, xb: Tensor, yb: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        return self._apply(self.math.forward(xb), yb, epoch)
+    # ---- epoch pieces ---------------------------------------------------------------------------
+    def _full_body(self, xn: Tensor, yn: Tensor, loss: Loss, same: bool) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.run.pipelined:
+            total, parts = self._grad(xn, yn, loss)
+            self._adam_step()
+            return total, parts, self._val_mse()
+        total, parts = self.math.backward(self._fw, yn, loss)
+        self._adam_step()
+        self._store_forward(self.math.forward(xn))
+        return total, parts, F.mse_loss(self._fw.y, self.val_yn) if same else self._val_mse()
 
-    def _val_mse(self) -> Tensor:
-        return F.mse_loss(self.math.predict(self.val_xn), self.val_yn)
-
-    # ---- pieces -----------------------------------------------------------------------------
-    def _kind(self, epoch: int) -> str:
-        return recon_kind(self.cfg.recon_type, epoch, self.cfg.recon_start_epoch)
-
-    def _apply(self, fw: Forward, yn: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        """Gradient into the flat buffer, then the optimizer step; returns (total, components)."""
-        out = self.math.backward(fw, yn, self._kind(epoch))
-        self._optimizer_step()
+    def _batch(self, xn: Tensor, yn: Tensor, idx: Tensor, loss: Loss) -> Losses:
+        out = self._grad(*self._gather(xn, yn, idx), loss)
+        self._adam_step()
         return out
 
-    def _optimizer_step(self) -> None:
+    def _grad(self, xb: Tensor, yb: Tensor, loss: Loss) -> Losses:
+        math = self.math
+        return self.run.call(("step", loss.name), lambda a, b: math.backward(math.forward(a), b, loss), xb, yb)
+
+    def _val_mse(self) -> Tensor:
+        return self.run.call(("val",), lambda a, b: F.mse_loss(self.math.predict(a), b), self.val_xn, self.val_yn)
+
+    def _finish(self, total: Tensor, parts: Tensor, val: Tensor) -> dict[str, Tensor]:
+        self._val = val
+        return as_dict(total, parts)
+
+    def _loss(self, epoch: int) -> Loss:
+        return loss_in_effect(self.cfg.recon_type, epoch, self.cfg.recon_start_epoch)
+
+    def _adam_step(self) -> None:
         if not self.fp.intact():
             if self.fp.params[0].data_ptr() != self.fp.flat.data_ptr():
                 raise TrainingError("fast step: expected the model's weights to stay in the engine's flat "
@@ -291,11 +344,19 @@ class FusedEngine:
             self.fp.attach_grads()
         self.adam.step()
 
-    def _take_ahead(self, x: Tensor) -> Optional[Forward]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] is x and ahead[1] == self.fp.version():
-            return ahead[2]
-        return None
+    # ---- kept tensors ---------------------------------------------------------------------------
+    def _keep_forward(self, x: Tensor, xn: Tensor) -> None:
+        """The kept forward pass, recomputed unless it is of ``x`` at the current weights."""
+        src, version = self._fw_key
+        if self._fw is None or src is not x or version != self.fp.version():
+            self._store_forward(self.math.forward(xn))
+
+    def _store_forward(self, fw) -> None:
+        """Keep ``fw`` (into the kept tensors for a captured graph, which reads those)."""
+        if self.run.static and self._fw is not None:
+            copy_forward(self._fw, fw)
+        else:
+            self._fw = fw
 
     def _normalized(self, x: Tensor) -> Tensor:
         """Normalized inputs, computed once per data tensor (not per epoch)."""
@@ -323,202 +384,120 @@ class FusedEngine:
         bx, by = self._buffers[m]
         return torch.index_select(xn, 0, idx, out=bx), torch.index_select(yn, 0, idx, out=by)
 
-    @staticmethod
-    def _as_dict(total: Tensor, parts: Tensor) -> dict[str, Tensor]:
-        return {"train": total, **dict(zip(COMPONENTS, parts.unbind()))}
+
+# ---- execution strategies of the fused engine -----------------------------------------------------
+class Eager:
+    """Run the step's functions and the epoch body as they are."""
+
+    pipelined, static = True, False
+
+    def __init__(self, engine: FusedEngine, sched=None):
+        self.engine, self.dynamic = engine, False
+
+    def call(self, key: tuple, fn: Callable, *args: Tensor):
+        return fn(*args)
+
+    def epoch(self, key: tuple, body: Callable[[], tuple]) -> tuple:
+        return body()
+
+    def fixed(self, perm: Tensor) -> Tensor:
+        return perm
 
 
-class CompiledEngine(FusedEngine):
-    """``FusedEngine``'s step and validation compiled with ``torch.compile`` (Inductor).
+class Compiled(Eager):
+    """The step (forward and backward as one function) and validation under ``torch.compile``.
 
     Inductor fuses the step's ~40 elementwise passes into a few loops, which about halves
     the time per step on large batches; compiling takes about a minute on a small CPU (once
-    per recon-loss kind and batch shape; torch caches compiled code on disk across runs).
-    Validation is a separate compiled forward pass, so the forward-pass reuse of the fused
-    engine is off. A compilation failure is an error when ``trainer.compile`` is
-    ``compile``, and a warning followed by the eager fused step when it is ``auto``. Large
-    CPU steps run eagerly until ``ThreadChoice`` has first settled the thread count (so
-    compilation happens once, for the chosen count; later trials run compiled code).
+    per loss and batch shape; torch caches compiled code on disk). Forward and backward are
+    one compiled function, so the kept forward pass is not used. A compilation failure is
+    an error when ``trainer.engine`` is ``compiled``, a warning followed by eager steps under
+    ``auto``. Large CPU steps run eagerly until ``ThreadChoice`` settled the thread count.
     """
 
-    pipeline = False
+    pipelined = False
 
-    def __init__(self, *args, strict: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.strict, self.failed = strict, False
+    def __init__(self, engine: FusedEngine, sched=None):
+        super().__init__(engine)
+        self.strict = engine.cfg.engine == "compiled"
+        self.failed = False
         self._fns: dict[tuple, Callable] = {}
-        self._dynamic = False  # compile the step for any batch size (mini-batches of two sizes)
 
-    def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
-                    generator: torch.Generator) -> dict[str, Tensor]:
-        """Mini-batches (the last one is smaller): one step compiled for any batch size."""
-        self._dynamic = x.shape[0] % batch_size != 0
-        return super().train_epoch(x, yn, epoch, batch_size, generator)
-
-    def _batch_step(self, xb: Tensor, yb: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        if not self._fns and not self.threads.decided(xb.shape[0]):  # first thread trials: eager
-            return super()._batch_step(xb, yb, epoch)
-        kind = self._kind(epoch)
-        math = self.math
-        out = self._call(("step", kind), lambda a, b: math.backward(math.forward(a), b, kind), xb, yb)
-        if out is None:
-            return super()._batch_step(xb, yb, epoch)
-        self._optimizer_step()
-        return out
-
-    def _step(self, x: Tensor, yn: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        return self._batch_step(self._normalized(x), yn, epoch)
-
-    def _val_mse(self) -> Tensor:
-        if not self._fns:  # compiled after the step
-            return super()._val_mse()
-        math = self.math
-        out = self._call(("val",), lambda a, b: (math.predict(a) - b).square().mean(), self.val_xn, self.val_yn)
-        return super()._val_mse() if out is None else out
-
-    def _call(self, key: tuple, fn: Callable, *args: Tensor):
-        """``fn(*args)`` compiled once per key; None after a compilation failure (auto mode)."""
-        if self.failed:
-            return None
+    def call(self, key: tuple, fn: Callable, *args: Tensor):
+        """``fn(*args)`` compiled once per key; eager before the thread count is settled or after a failure."""
+        if self.failed or not self.engine.threads.decided(args[0].shape[0]):
+            return fn(*args)
         try:
             compiled = self._fns.get(key)
             if compiled is None:
-                dynamic = self._dynamic if key[0] == "step" else False
+                dynamic = self.dynamic if key[0] == "step" else False
                 compiled = self._fns[key] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
             return compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly or stop
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            text = str(exc).strip()
+            reason = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
             if self.strict:
-                raise TrainingError(f"trainer.compile: expected torch.compile to work on this machine, but it "
-                                    f"failed ({reason}); use trainer.compile=fused") from None
+                raise TrainingError(f"trainer.engine: expected torch.compile to work on this machine, but it "
+                                    f"failed ({reason}); use trainer.engine=eager") from None
             warnings.warn(f"torch.compile failed ({reason}); training with the eager fused step", RuntimeWarning)
             self.failed = True
-            return None
+            return fn(*args)
 
 
-class GraphEngine(FusedEngine):
-    """Whole epochs as one CUDA graph: optimizer steps, validation and the plateau scheduler.
+class Captured(Eager):
+    """Whole epochs as one CUDA graph: updates, validation and the plateau scheduler.
 
-    The body of an epoch is the fused engine's code with no host synchronization: for a
-    full batch it is backward (from the stored forward pass of the training rows), the
-    capturable Adam step, the next forward pass (into the stored buffers), the validation
-    MSE, ``DevicePlateau.device_step`` and a copy of the losses into one output vector;
-    for mini-batches, per batch an ``index_select`` by a device permutation (drawn eagerly
-    with the Trainer's generator and copied into a fixed buffer), forward, backward and
-    Adam, then validation and the scheduler. The first ``WARMUP`` epochs of each body run
-    eagerly (real epochs, on a side stream, as CUDA graph capture requires); the next one
-    is captured and every later epoch is one ``replay()``. Every tensor the graph touches
-    (weights, grads, Adam state, lr, scheduler state, data, stored forward pass) is
-    updated in place by the Trainer's state loading, so rollbacks and resumes keep the
-    graph valid. With ``capture=False`` (any device) the same bodies run eagerly each
-    epoch: that is how the CPU tests check this engine.
+    The epoch body is the eager one with no host synchronization, plus the scheduler's
+    ``DevicePlateau.device_step`` and a copy of the losses into one output vector; the
+    mini-batch permutation is drawn eagerly (the Trainer's generator) and copied into a
+    fixed buffer. The first ``WARMUP`` epochs of each body run eagerly on a side stream
+    (capture needs warm kernels), the next is captured and every later epoch is one
+    ``replay()``. Every tensor a graph reads is updated in place by the Trainer's state
+    loading, so rollbacks and resumes keep the graphs valid. With ``capture=False`` (any
+    non-CUDA device) the bodies run eagerly each epoch: how the CPU tests check this.
     """
 
+    static = True
     WARMUP = 2
 
-    def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
-                 val_yn: Tensor, sched: DevicePlateau, capture: Optional[bool] = None):
-        self._fw: Optional[Forward] = None
-        super().__init__(model, cfg, opt, val_x, val_yn)
-        self.sched = sched
-        self.capture = val_x.device.type == "cuda" if capture is None else capture
+    def __init__(self, engine: FusedEngine, sched: Optional[DevicePlateau] = None):
+        super().__init__(engine)
+        if not isinstance(sched, DevicePlateau):
+            raise TypeError("captured execution: expected the DevicePlateau scheduler from make_scheduler")
+        self.sched, self.capture = sched, engine.val_x.device.type == "cuda"
         self._graphs: dict[tuple, object] = {}
         self._runs: dict[tuple, int] = {}
         self._pool = None
-        self._out = val_x.new_zeros(2 + len(COMPONENTS))  # [total, components..., val]
-        self._train: Optional[tuple[Tensor, Tensor]] = None
+        self._out = engine.val_x.new_zeros(2 + len(COMPONENTS))  # [total, components..., val]
         self._perm: Optional[Tensor] = None
-        self._val: Optional[Tensor] = None
 
-    def on_state_loaded(self) -> None:
-        super().on_state_loaded()
-        self._fw_version = None  # the stored forward pass must be recomputed (into its buffers)
-        self._val = None
-
-    # ---- the interface ----------------------------------------------------------------------
-    def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
-        """A full-batch epoch (one replay); any other batch takes the eager fused step."""
-        if self._train is None:
-            self._train = (x, yn)
-        if x is not self._train[0] or yn is not self._train[1]:
-            self._val = None
-            return super().step(x, yn, epoch)
-        xn, same = self._normalized(x), self._is_val(x)
-        self._ensure_forward(xn)
-        kind = self._kind(epoch)
-        return self._run(("full", kind, same), lambda: self._full_body(xn, yn, kind, same))
-
-    def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
-                    generator: torch.Generator) -> dict[str, Tensor]:
-        """A mini-batch epoch: the permutation is drawn eagerly, the rest is one replay."""
-        n = x.shape[0]
-        perm = torch.randperm(n, device=x.device, generator=generator)
-        if self._perm is None or self._perm.shape[0] != n:
+    def fixed(self, perm: Tensor) -> Tensor:
+        if self._perm is None or self._perm.shape != perm.shape:
             self._perm = torch.empty_like(perm)
-        self._perm.copy_(perm)
-        xn, kind = self._normalized(x), self._kind(epoch)
-        return self._run(("batches", kind, n, batch_size), lambda: self._batch_body(xn, yn, kind, batch_size))
+        return self._perm.copy_(perm)
 
-    def validate(self) -> Tensor:
-        """The validation MSE computed inside the last epoch (else the eager fused one)."""
-        val, self._val = self._val, None
-        return val if val is not None else super().validate()
-
-    # ---- epoch bodies (no host synchronization) ----------------------------------------------
-    def _full_body(self, xn: Tensor, yn: Tensor, kind: str, val_is_train: bool) -> None:
-        fw = self._fw
-        total, parts = self.math.backward(fw, yn, kind)
-        self.opt.step()
-        copy_forward(fw, self.math.forward(xn))
-        y_val = fw.y if val_is_train else self.math.predict(self.val_xn)
-        self._finish(total, parts, (y_val - self.val_yn).square().mean())
-
-    def _batch_body(self, xn: Tensor, yn: Tensor, kind: str, batch_size: int) -> None:
-        n = xn.shape[0]
-        total = parts = None
-        for k in range(0, n, batch_size):
-            idx = self._perm[k:k + batch_size]
-            t, p = self.math.backward(self.math.forward(xn.index_select(0, idx)), yn.index_select(0, idx), kind)
-            self.opt.step()
-            m = idx.numel()
-            total, parts = (t * m, p * m) if total is None else (total.add_(t, alpha=m), parts.add_(p, alpha=m))
-        self._finish(total / n, parts / n, self._val_mse())
-
-    def _finish(self, total: Tensor, parts: Tensor, val: Tensor) -> None:
-        self.sched.device_step(val)
-        torch.cat([total.reshape(1), parts, val.reshape(1)], out=self._out)
-
-    # ---- running and capturing ----------------------------------------------------------------
-    def _ensure_forward(self, xn: Tensor) -> None:
-        """The stored forward pass of the training rows, at the current weights."""
-        if self._fw is None:
-            self._fw = self.math.forward(xn)
-        elif self._fw_version != self.fp.version():
-            copy_forward(self._fw, self.math.forward(xn))
-        self._fw_version = self.fp.version()
-
-    def _run(self, key: tuple, body: Callable[[], None]) -> dict[str, Tensor]:
+    def epoch(self, key: tuple, body: Callable[[], tuple]) -> tuple:
         """Run an epoch body: eagerly while warming up (or without capture), else by replay."""
+        def full() -> None:
+            total, parts, val = body()
+            self.sched.device_step(val)
+            torch.cat([total.reshape(1), parts, val.reshape(1)], out=self._out)
+
         runs = self._runs.get(key, 0)
         if not self.capture:
-            body()
+            full()
         elif runs < self.WARMUP:
-            self._side_stream(body)
+            self._side_stream(full)
         else:
             if key not in self._graphs:
-                self._graphs[key] = self._capture_graph(body)
+                self._graphs[key] = self._capture_graph(full)
             graph = self._graphs[key]
-            if graph is None:
-                body()
-            else:
-                graph.replay()
+            graph.replay() if graph is not None else full()
         self._runs[key] = runs + 1
-        self._fw_version = self.fp.version()
-        out = self._out.clone().unbind()
-        self._val = out[-1]
-        self.sched.mark_applied(self._val)
-        self._last_x = None
-        return {"train": out[0], **dict(zip(COMPONENTS, out[1:-1]))}
+        out = self._out.clone()
+        val = out[-1]
+        self.sched.mark_applied(val)  # the Trainer's sched.step(val) only counts the epoch
+        return out[0], out[1:-1], val
 
     @staticmethod
     def _side_stream(body: Callable[[], None]) -> None:
@@ -546,41 +525,34 @@ class GraphEngine(FusedEngine):
         return graph
 
 
-# ---- choosing an engine ------------------------------------------------------------------------
-MODES = ("off", "jacobian", "fused", "compile", "cudagraph")
-COMPILE_ROW_EPOCHS = 2e8   # auto compiles on CPU from rows x epochs >= this (see docs/speed.md)
-SMALL_STEP = 1 << 18       # activations up to this many elements: one CPU thread (see ThreadChoice)
+# ---- choosing and building an engine ---------------------------------------------------------------
+def choose_engine(cfg: TrainerConfig, device: torch.device, n_train: int, distributed: bool = False) -> str:
+    """The engine ``trainer.engine`` asks for on this device and job (``auto`` resolved).
 
-
-def choose_mode(cfg: TrainerConfig, device: torch.device, n_train: int, distributed: bool = False) -> str:
-    """The engine ``trainer.compile`` asks for on this device and job (``auto`` resolved).
-
-    ``auto``: ``cudagraph`` on CUDA; on CPU ``compile`` when rows x epochs >=
-    ``COMPILE_ROW_EPOCHS`` (compilation takes ~1 minute on a small CPU and then halves the
-    step time, so it pays only for long runs on large data), else ``fused``. Distributed
-    runs use ``fused`` (or ``off``/``jacobian`` when asked): their gradient all-reduce is an
-    ``opt.step`` pre-hook, which ``DirectAdam`` honours by calling ``opt.step()``; compiled
-    and captured steps could update the weights without it.
+    ``auto``: ``compiled`` on CPU when rows x epochs >= ``COMPILE_ROW_EPOCHS`` (compiling
+    takes ~1 minute on a small CPU and then halves the step time), else ``eager``.
+    ``captured`` is opt-in: ``auto`` never picks it until a GPU run has verified it
+    (``benchmarks/gpu_check.sh``). Distributed runs use ``eager`` (or ``reference``): their
+    gradient all-reduce is an ``opt.step`` pre-hook, which compiled and captured steps
+    could bypass.
     """
-    mode = cfg.compile
-    if mode == "cudagraph" and device.type != "cuda":
-        raise ConfigError(f"trainer.compile: expected 'cudagraph' only with a CUDA device, but the device is "
-                          f"{device.type}; use trainer.compile=auto or fused")
-    if distributed:  # engines that call opt.step() in Python, where the gradient all-reduce hook runs
-        return mode if mode in ("off", "jacobian") else "fused"
-    if mode != "auto":
-        return mode
-    if device.type == "cuda":
-        return "cudagraph"
-    return "compile" if n_train * cfg.max_epochs >= COMPILE_ROW_EPOCHS else "fused"
+    name = cfg.engine
+    if name == "captured" and device.type != "cuda":
+        raise ConfigError(f"trainer.engine: expected 'captured' only with a CUDA device, but the device is "
+                          f"{device.type}; use trainer.engine=auto or eager")
+    if distributed:
+        return "reference" if name == "reference" else "eager"
+    if name != "auto":
+        return name
+    return "compiled" if device.type == "cpu" and n_train * cfg.max_epochs >= COMPILE_ROW_EPOCHS else "eager"
 
 
-def make_optimizer(params: Sequence[Tensor], cfg: TrainerConfig, mode: str, device: torch.device):
-    """Adam as the engine needs it: torch's default for off/jacobian, fused for the fast
-    engines, and a device-tensor lr (capturable on CUDA) for cudagraph."""
-    if mode in ("off", "jacobian"):
+def make_optimizer(params: Sequence[Tensor], cfg: TrainerConfig, engine: str, device: torch.device):
+    """Adam as the engine needs it: torch's default for the reference, fused for the fused
+    engine, with a device-tensor lr (capturable on CUDA) when captured."""
+    if engine == "reference":
         return torch.optim.Adam(params, lr=cfg.lr)
-    if mode != "cudagraph":
+    if engine != "captured":
         return torch.optim.Adam(params, lr=cfg.lr, fused=True)
     lr = torch.tensor(cfg.lr, dtype=params[0].dtype, device=device)
     if device.type != "cuda":
@@ -615,26 +587,19 @@ def _keep_tensor_lr(opt: torch.optim.Optimizer, lr: Tensor) -> None:
     opt.register_load_state_dict_post_hook(keep_tensor)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, mode: str):
-    """ReduceLROnPlateau on the validation loss (``DevicePlateau`` for cudagraph)."""
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, engine: str):
+    """ReduceLROnPlateau on the validation loss (``DevicePlateau`` when captured)."""
     kw = dict(factor=cfg.lr_factor, patience=cfg.lr_patience, threshold=cfg.lr_threshold, min_lr=cfg.min_lr)
-    if mode == "cudagraph":
+    if engine == "captured":
         return DevicePlateau(opt, **kw)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", threshold_mode="rel", **kw)
 
 
 def make_engine(model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
-                val_yn: Tensor, mode: Optional[str] = None, sched=None):
-    """The step engine for ``mode`` (default: ``cfg.compile``, with auto meaning fused)."""
-    mode = mode or ("fused" if cfg.compile == "auto" else cfg.compile)
-    if mode in ("off", "jacobian"):
-        return StepEngine(model, cfg, opt, val_x, val_yn)
-    if mode == "fused":
-        return FusedEngine(model, cfg, opt, val_x, val_yn)
-    if mode == "compile":
-        return CompiledEngine(model, cfg, opt, val_x, val_yn, strict=cfg.compile == "compile")
-    if mode == "cudagraph":
-        if not isinstance(sched, DevicePlateau):
-            raise TypeError("cudagraph engine: expected the DevicePlateau scheduler from make_scheduler")
-        return GraphEngine(model, cfg, opt, val_x, val_yn, sched)
-    raise ConfigError(f"trainer.compile: expected one of auto, {', '.join(MODES)}, but got '{mode}'")
+                val_yn: Tensor, engine: str, sched=None, threads: Optional[ThreadChoice] = None) -> Engine:
+    """The engine named ``engine`` (a resolved name: not ``auto``)."""
+    if engine == "reference":
+        return ReferenceEngine(model, cfg, opt, val_x, val_yn)
+    if engine in ENGINES:
+        return FusedEngine(model, cfg, opt, val_x, val_yn, engine, sched, threads)
+    raise ConfigError(f"trainer.engine: expected one of {', '.join(ENGINES)}, but got '{engine}'")

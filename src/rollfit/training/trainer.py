@@ -1,8 +1,8 @@
 """``Trainer``: Adam + ReduceLROnPlateau over resident tensors, with the seed's loss.
 
-The loop reads top-down: ``fit`` runs epochs; ``_train_epoch`` takes optimizer steps over
-index batches through the step engine (``step.py``), whose ``validate`` gives the
-validation MSE in training units (the plateau scheduler's signal); logging and
+The loop reads top-down: ``fit`` runs epochs; the strategy (``distributed.Local`` or the
+torchrun one) runs each epoch through the engine (``step.py``), whose ``validate`` gives
+the validation MSE in training units (the plateau scheduler's signal); logging and
 checkpoints happen at their periods. Losses are
 kept as tensors and only turned into floats at log periods, so the loop does not wait on
 the device every step (one sync per epoch: the plateau scheduler and the divergence check
@@ -31,11 +31,12 @@ from ..config import TrainerConfig
 from ..data.datamodule import HDF5DataModule
 from ..errors import OutputError, TrainingError
 from ..model.network import RegressionNet
-from .checkpoint import CKPT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
+from ..runs.checkpoint import CKPT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
+from .distributed import Local
 from .logger import SimpleLogger
 from .signals import InterruptGuard, TrainingInterrupted, resume_command, signal_name
 from .state import capture_rng, clone_tree, load_optimizer_state, restore_rng, set_group_value
-from .step import COMPONENTS, choose_mode, make_engine, make_optimizer, make_scheduler
+from .step import COMPONENTS, ThreadChoice, choose_engine, make_engine, make_optimizer, make_scheduler
 
 MAX_ROLLBACKS = 3  # trainer.on_nonfinite=rollback gives up after this many rollbacks
 
@@ -57,27 +58,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 SMALL_JOB_ROWS = 4096  # device auto: eager (uncaptured) GPU steps lose to the CPU up to about this many rows
 
 
-def resolve_device(name: str, compile: str = "auto", rows: Optional[int] = None) -> torch.device:
-    """The training device for ``trainer.device`` (``compile``: ``trainer.compile``; ``rows``:
-    training rows, when known).
-
-    ``auto`` picks what is fastest for the job where the choice is clear:
-
-    - no usable CUDA device: cpu;
-    - ``compile`` auto or cudagraph: cuda. Full-batch epochs run as one captured CUDA graph
-      (~2,000+ epochs/s for the seed's network on an H100, faster than a CPU at any size) and
-      large data is compute-bound, where the GPU wins by far;
-    - an eager engine (off, jacobian, fused, compile) and at most ``SMALL_JOB_ROWS`` rows: cpu.
-      Uncaptured GPU steps are bound by kernel launches (the seed's plain step: ~130
-      epochs/s on an H100, ~500 on one CPU core);
-    - otherwise cuda.
-    """
+def resolve_device(name: str, engine: str = "auto", rows: Optional[int] = None) -> torch.device:
+    """The training device for ``trainer.device`` (``engine``: ``trainer.engine``; ``rows``:
+    training rows, when known). ``auto``: cpu without a usable CUDA device; cuda for the
+    ``captured`` engine (a captured epoch beats a CPU at any size); cpu for at most
+    ``SMALL_JOB_ROWS`` rows (uncaptured GPU steps are bound by kernel launches: the seed's
+    plain step runs ~130 epochs/s on an H100, ~500 on one CPU core); else cuda."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        eager = compile not in ("auto", "cudagraph")
         small = rows is not None and rows <= SMALL_JOB_ROWS
-        return torch.device("cpu" if eager and small else "cuda")
+        return torch.device("cpu" if engine != "captured" and small else "cuda")
     if name == "cuda" and not torch.cuda.is_available():
         from ..errors import ConfigError
 
@@ -92,9 +83,8 @@ class Trainer:
     def __init__(self, model: RegressionNet, cfg: TrainerConfig, data: HDF5DataModule, run_dir: str | Path,
                  logger: Optional[SimpleLogger] = None, meta: Optional[dict[str, Any]] = None,
                  on_log: Optional[Callable[[int, dict[str, float]], None]] = None, dist=None):
-        self.dist = dist  # a distributed.DistContext under torchrun (WORLD_SIZE > 1), else None
-        if dist is not None:
-            data = dist.shard(data)  # this rank's rows
+        self.strategy = dist or Local()  # a distributed.DistContext under torchrun (WORLD_SIZE > 1)
+        data = self.strategy.shard(data)  # this process's rows
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.on_log = on_log  # called with (epoch, logged row) after each log flush (e.g. sweeps report)
         self.device = data.device
@@ -102,10 +92,13 @@ class Trainer:
         self.logger = logger or SimpleLogger(self.run_dir / "logs")
         self.meta = meta or {}
         self.params = [p for p in self.model.parameters()]
-        # the step engine (trainer.compile, step.py) decides how Adam and the plateau scheduler are built
-        self.engine_mode = choose_mode(cfg, self.device, len(data.train), distributed=dist is not None)
-        self.opt = make_optimizer(self.params, cfg, self.engine_mode, self.device)
-        self.sched = make_scheduler(self.opt, cfg, self.engine_mode)
+        # the engine (trainer.engine, step.py) decides how Adam and the plateau scheduler are built
+        self.engine_name = choose_engine(cfg, self.device, len(data.train), distributed=dist is not None)
+        self.opt = make_optimizer(self.params, cfg, self.engine_name, self.device)
+        self.sched = make_scheduler(self.opt, cfg, self.engine_name)
+        width = max(list(self.model.layers) + [self.model.input_dim])
+        self.threads = ThreadChoice(self.device, width, cfg.threads if isinstance(cfg.threads, int) else None,
+                                    timed=not cfg.deterministic)
         self.start_epoch = 0
         # resumable state beyond model/optimizer/scheduler: shuffling has its own generator
         # (stored in checkpoints), divergence rollbacks are counted, the newest checkpoint known
@@ -115,10 +108,17 @@ class Trainer:
         self.last_checkpoint: Optional[Path] = None
         self._yn_train = self._normalize_targets(data.train.y)
         yn_val = self._yn_train if data.same_split else self._normalize_targets(data.val.y)
-        self.engine = make_engine(self.model, cfg, self.opt, data.val.x, yn_val, self.engine_mode, self.sched)
-        if dist is not None:
-            dist.attach(self)  # rank 0's weights; gradients all-reduced before each optimizer step
+        self.engine = make_engine(self.model, cfg, self.opt, data.val.x, yn_val, self.engine_name, self.sched,
+                                  self.threads)
+        self.strategy.attach(self)  # torchrun: rank 0's weights; gradients all-reduced before each update
         self.history: list[dict[str, float]] = []
+        self.logger.log_resolved(self.resolved())
+
+    def resolved(self) -> dict[str, Any]:
+        """What ``auto`` resolved for this run: device, engine, threads, torch version."""
+        rows = min(len(self.data.train), self.data.batch_size)
+        return {"device": str(self.device), "engine": self.engine.name, "threads": self.threads.describe(rows),
+                "torch": str(torch.__version__)}
 
     def _normalize_targets(self, y: Tensor) -> Tensor:
         m = self.model
@@ -145,9 +145,8 @@ class Trainer:
                     val = self.engine.validate()
                     requested = guard.requested  # read once: a signal arriving later counts next epoch
                     save = self._checkpoint_due(epoch, last) or requested is not None
-                    if self.dist is not None:  # global losses; one save/stop decision for all ranks
-                        train, val, save = self.dist.agree(train, val, save, guard)
-                        requested = guard.requested
+                    train, val, save = self.strategy.agree(train, val, save, guard)  # one decision for all ranks
+                    requested = guard.requested
                     stop = requested is not None and epoch < last
                     problem = self._nonfinite(train, val, check_weights=save or stop)
                     if problem is not None:
@@ -170,22 +169,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, Tensor]:
         """One pass over the training rows; returns row-weighted mean loss components."""
-        if self.dist is not None:
-            return self.dist.train_epoch(self, epoch)
-        x, y = self.data.train.x, self._yn_train
-        n, bs = x.shape[0], self.data.batch_size
-        if n <= bs:
-            return self.engine.step(x, y, epoch)
-        if hasattr(self.engine, "train_epoch"):  # same permutation, batches gathered by the engine
-            return self.engine.train_epoch(x, y, epoch, bs, self.shuffle_gen)
-        perm = torch.randperm(n, device=self.device, generator=self.shuffle_gen)
-        sums: dict[str, Tensor] = {}
-        for k in range(0, n, bs):
-            idx = perm[k:k + bs]
-            out = self.engine.step(x[idx], y[idx], epoch)
-            for name, v in out.items():
-                sums[name] = sums.get(name, 0.0) + v * idx.numel()
-        return {name: v / n for name, v in sums.items()}
+        return self.strategy.train_epoch(self, epoch)
 
     # ---- logging and checkpoints --------------------------------------------------------
     def _log(self, epoch: int, train: dict[str, Tensor], val: Tensor, bar) -> dict[str, float]:
@@ -203,26 +187,28 @@ class Trainer:
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         """The checkpoint dict: the seed's keys, the resume state and rollfit's config additions."""
-        return {**self.training_state(epoch), "config": {**self.model.constructor_args(), **self.meta}}
+        return {**self.training_state(epoch),
+                "config": {**self.model.constructor_args(), **self.meta, "resolved": self.resolved()}}
 
     def training_state(self, epoch: int) -> dict[str, Any]:
         """What an exact resume needs besides the config, as live references (clone to keep).
 
         ``trainer_state`` holds the shuffling generator, the global RNGs (python, numpy,
-        torch, CUDA), the rollback count, the log file name and, when the step engine has
-        ``state_dict``, the engine's own state.
+        torch, CUDA), the rollback count and the log file name.
         """
-        extra = {"engine": self.engine.state_dict()} if hasattr(self.engine, "state_dict") else {}
         return {"epoch": epoch, "model_state_dict": self.model.state_dict(),
                 "optimizer_state_dict": self.opt.state_dict(), "scheduler_state_dict": self.sched.state_dict(),
                 "trainer_state": {"shuffle_rng": self.shuffle_gen.get_state(), "global_rng": capture_rng(),
-                                  "rollbacks": self.rollbacks, "log_file": self.logger.path.name, **extra}}
+                                  "rollbacks": self.rollbacks, "log_file": self.logger.path.name}}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore ``training_state`` (a checkpoint or an in-memory snapshot); ``fit`` then
-        continues at ``state["epoch"] + 1``. Tensors are copied in place, so a step engine
-        holding references to them stays valid; engines may also define
-        ``load_state_dict`` (their own state) and ``on_state_loaded()`` (re-capture)."""
+        """Resume from ``training_state`` (a checkpoint or a snapshot); ``fit`` then continues
+        at ``state["epoch"] + 1``. A resumed run makes no timing-based choice (threads)."""
+        self.threads.timed = False
+        self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load a training state in place (tensors copied, so engines holding them stay valid)."""
         ts = state["trainer_state"]
         self.model.load_state_dict(state["model_state_dict"], strict=True)
         load_optimizer_state(self.opt, state["optimizer_state_dict"])
@@ -230,10 +216,7 @@ class Trainer:
         self.shuffle_gen.set_state(ts["shuffle_rng"])
         restore_rng(ts["global_rng"])
         self.rollbacks = int(ts.get("rollbacks", 0))
-        if "engine" in ts and hasattr(self.engine, "load_state_dict"):
-            self.engine.load_state_dict(ts["engine"])
-        if hasattr(self.engine, "on_state_loaded"):
-            self.engine.on_state_loaded()
+        self.engine.on_state_loaded()
         self.start_epoch = int(state["epoch"]) + 1
 
     def save(self, epoch: int) -> Path:
@@ -242,7 +225,7 @@ class Trainer:
         path = self.run_dir / CKPT_DIR / checkpoint_name(epoch)
         state = self.state_dict(epoch)
         try:
-            if self.dist is None or self.dist.is_writer:  # rank 0 alone writes
+            if self.strategy.is_writer:  # rank 0 alone writes
                 save_checkpoint(path, state)
         except OutputError as exc:
             raise OutputError(f"{exc}; last complete checkpoint: {self.last_checkpoint or 'none yet'}") from None
@@ -261,7 +244,7 @@ class Trainer:
     def _prune(self, epoch: int) -> None:
         """Delete all but the newest ``keep_last`` checkpoints up to ``epoch`` (later ones, left by
         an abandoned run a resume restarted before, are overwritten when reached)."""
-        if self.cfg.keep_last is None or (self.dist is not None and not self.dist.is_writer):
+        if self.cfg.keep_last is None or not self.strategy.is_writer:
             return
         done = [p for p in list_checkpoints(self.run_dir) if int(p.stem[3:]) <= epoch]
         for old in done[:-self.cfg.keep_last]:
@@ -299,7 +282,7 @@ class Trainer:
             raise TrainingError(f"{msg}; gave up after {MAX_ROLLBACKS} rollbacks (lr {self._lr():.3g}); "
                                 f"lower trainer.lr")
         good = self._good
-        self.load_state(good)
+        self._restore(good)
         self.rollbacks += 1
         for group in self.opt.param_groups:
             set_group_value(group, "lr", float(group["lr"]) * 0.5)
@@ -328,7 +311,7 @@ class Trainer:
             f"resume with: {resume_command(self.run_dir)}", signum, epoch, self.last_checkpoint)
 
     def _progress(self):
-        if not self.cfg.progress or (self.dist is not None and not self.dist.is_writer):
+        if not self.cfg.progress or not self.strategy.is_writer:
             return None
         from tqdm.auto import tqdm
 
