@@ -233,12 +233,26 @@ class Workspace:
         proc = subprocess.run(["bash", "-c", command], cwd=self.folder, env=self.env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S)
         text = proc.stdout.replace(str(self.folder) + os.sep, "").replace(str(self.folder), ".")
-        return proc.returncode, [line.rstrip() for line in text.rstrip("\n").split("\n")] if text.strip() else []
+        return proc.returncode, printed_lines(text)
 
     def run_python(self, code: str, name: str) -> tuple[int, list[str]]:
         script = self.folder / f"_{name}.py"
         script.write_text(code)
         return self.run(f"python {script.name}")
+
+
+PROGRESS_BAR = re.compile(r"^[^|]*\d+%\|.*\| *\d+/\d+ \[")
+
+
+def printed_lines(text: str) -> list[str]:
+    """What a terminal would keep of ``text``, minus progress bars (their rate varies per run)."""
+    lines = [line.split("\r")[-1].rstrip() for line in text.split("\n")]
+    lines = [line for line in lines if not PROGRESS_BAR.match(line)]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    return lines
 
 
 def run_block(ws: Workspace, block: Block, update: bool) -> tuple[Optional[str], list[str]]:

@@ -108,6 +108,12 @@ def test_output_blocks_parse_commands_with_continuations():
     assert gen_docs.render_output_block(steps) == "```console\n" + code + "```\n"
 
 
+def test_printed_text_keeps_what_a_terminal_shows_without_progress_bars():
+    text = ("\ncv:   0%|          | 0/3 [00:00<?, ?fold/s]\rcv:  33%|###       | 1/3 [00:30<01:01, 30.99s/fold]\n"
+            "metrics on 75 rows\n\n50% done | not a bar\nold\rnew\n\n")
+    assert gen_docs.printed_lines(text) == ["metrics on 75 rows", "", "50% done | not a bar", "new"]
+
+
 # ------------------------------------------------------------------ names the docs use
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
