@@ -359,3 +359,24 @@ def test_vary_times_starts_is_limited():
     with pytest.raises(ConfigError, match=r"^--starts: expected sweep points x starts <= 2000000 \(one batch\), "
                                           r"but got 10000 x 1000; use fewer --starts or STEPS$"):
         parse_vary(["s=0:1:10000"], starts=1000)
+
+
+def test_a_busy_run_folder_is_refused_before_torch(tmp_path):
+    """A second ``rollfit train`` into a folder another process is writing: one line naming the
+    holder's pid, before torch is imported (the lock is held here by this same script)."""
+    data = tmp_path / "d.h5"
+    data.write_bytes(b"x")
+    script = textwrap.dedent(f"""
+        import os, sys
+        from rollfit.runs.folder import RunFolder
+        from rollfit.cli.main import main
+        RunFolder({str(tmp_path / 'busy')!r}).lock().acquire()
+        code = main(["train", "--hdf5", {str(data)!r}, "--output", {str(tmp_path / 'busy')!r}])
+        print(code, "torch" in sys.modules, os.getpid())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    code, torch_loaded, pid = proc.stdout.split()
+    assert (code, torch_loaded) == ("2", "False")
+    assert proc.stderr == (f"rollfit train: error: {tmp_path / 'busy'}: expected a run folder no other process is "
+                           f"writing, but it is locked by pid {pid} (rollfit.lock); wait for that run to end or use "
+                           f"another --output\n")

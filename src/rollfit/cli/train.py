@@ -12,6 +12,7 @@ ORDER = 1
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..errors import ConfigError
 from .args import check_overrides, check_paths, check_run, command, integer
@@ -73,8 +74,24 @@ def preflight(args: argparse.Namespace):
     if args.resume:
         from ..config import load_config
 
-        return load_config(args.config, args.overrides) if args.config else None
-    return config_from_args(args)
+        config = load_config(args.config, args.overrides) if args.config else None
+        probe_lock(args.resume)
+        return config
+    cfg = config_from_args(args)
+    probe_lock(args.output)
+    return cfg
+
+
+def probe_lock(path) -> None:
+    """A run folder another process is writing is refused now, not after torch is imported:
+    its lock is taken and given back at once (the pipeline takes it for the run's life)."""
+    from ..runs.folder import RunFolder
+
+    if path is None or not Path(path).exists():
+        return
+    folder = RunFolder.at(path) if Path(path).is_file() else RunFolder(path)
+    if folder.lock_path.exists():
+        folder.lock().acquire().release()
 
 
 def run(args: argparse.Namespace) -> int:
