@@ -398,6 +398,13 @@ def test_c_string_escapes_and_refusals():
         c_string("\ud800")
 
 
+def test_non_finite_bounds_are_refused_not_written_as_c():
+    units, info = units_and_info(["a", "b"], ["y"])
+    info.hi = np.array([1.0, np.inf])
+    with pytest.raises(OutputError, match=r"^c export: expected finite numbers in the header, but got inf$"):
+        c_header.render(units, info)
+
+
 HOSTILE = [
     ("__attribute__((constructor)) static void cot_x(void) {}\n", "'__attribute__'"),
     ('static void cot_x(void) { __asm__("nop"); }\n', "'__asm__'"),

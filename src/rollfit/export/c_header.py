@@ -26,17 +26,14 @@ import numpy as np
 from torch import nn
 
 from ..errors import MissingDependency, OutputError
+from ..model.network import Act
+from ..model.registry import ACTIVATIONS
 from .c_safety import audit_header, c_comment, c_ident, c_string, check_definitions
 from .common import ExportInfo, UnitsModel
 
 EXTENSION = ".h"
 
-ACTIVATIONS_C = {
-    "gelu": "0.5f * z * (1.0f + erff(z * 0.70710678118654752440f))",
-    "silu": "z / (1.0f + expf(-z))",
-    "relu": "z > 0.0f ? z : 0.0f",
-    "tanh": "tanhf(z)",
-}
+# the C expression of each activation: ``registry.ACTIVATIONS[name].c``
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -60,12 +57,12 @@ def _array(name: str, values: np.ndarray, per_line: int = 8) -> str:
 
 def _act_name(mod: nn.Module) -> str:
     """The C activation of an activation module."""
-    return {nn.GELU: "gelu", nn.SiLU: "silu", nn.ReLU: "relu", nn.Tanh: "tanh"}[type(mod)]
+    return mod.name
 
 
 def _activations(net: nn.Module) -> set[str]:
     """The activation functions the network uses (sequential nets may add tanh)."""
-    return {_act_name(m) for m in net.mlp.modules() if type(m) in (nn.GELU, nn.SiLU, nn.ReLU, nn.Tanh)}
+    return {_act_name(m) for m in net.mlp.modules() if isinstance(m, Act)}
 
 
 def _linears(net: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -141,7 +138,7 @@ def render_header(units: UnitsModel, info: ExportInfo) -> str:
     for tag, lin in _linears(net):
         out += [f"/* {tag}: {lin.in_features} -> {lin.out_features}, row-major [out][in] */\n",
                 _array(f"{p}_{tag}_w", lin.weight.detach()), _array(f"{p}_{tag}_b", lin.bias.detach())]
-    out += [f"\nstatic inline float {p}_{a}(float z) {{ return {ACTIVATIONS_C[a]}; }}\n" for a in sorted(acts_used)]
+    out += [f"\nstatic inline float {p}_{a}(float z) {{ return {ACTIVATIONS[a].c}; }}\n" for a in sorted(acts_used)]
     out.append(f"\nstatic inline void {p}_dense(const float *w, const float *b, int n_out, int n_in, "
                f"const float *x, float *y) {{\n    int o, i;\n    for (o = 0; o < n_out; ++o) {{\n"
                f"        float s = b[o];\n        for (i = 0; i < n_in; ++i) s += w[o * n_in + i] * x[i];\n"
@@ -161,8 +158,10 @@ def render_header(units: UnitsModel, info: ExportInfo) -> str:
 
 
 def render(units: UnitsModel, info: ExportInfo) -> bytes:
-    """The header file's bytes."""
-    return render_header(units, info).encode("utf-8")
+    """The header file's bytes, audited (``c_safety.audit_header``) even when not verified."""
+    text = render_header(units, info)
+    audit_header(text, info.name)
+    return text.encode("ascii")
 
 
 def interface(info: ExportInfo) -> dict[str, Any]:
@@ -228,7 +227,7 @@ def run_driver(exe: Path, x: np.ndarray) -> np.ndarray:
 
 def own_functions(p: str) -> set[str]:
     """The functions a header with prefix ``p`` may define."""
-    return {f"{p}_dense", f"{p}_predict", *(f"{p}_{a}" for a in ACTIVATIONS_C)}
+    return {f"{p}_dense", f"{p}_predict", *(f"{p}_{a}" for a in ACTIVATIONS)}
 
 
 def own_arrays(p: str) -> re.Pattern:
