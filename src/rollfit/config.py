@@ -297,6 +297,19 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_depth(text: str) -> None:
+    """ValueError when lists/mappings nest deeper than ``MAX_YAML_DEPTH`` (from parser events,
+    which PyYAML produces without recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ValueError(f"expected at most {MAX_YAML_DEPTH} levels of nesting, but got more")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
     """Nodes ``node`` stands for once every alias is expanded (shared nodes counted each time)."""
     if depth > MAX_YAML_DEPTH:
@@ -330,8 +343,10 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
                           f"(byte {exc.start})") from None
     if "\x00" in text:
         raise ConfigError(f"{source}: expected YAML text, but got a binary file (NUL byte at offset {text.index(chr(0))})")
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        _check_depth(text)  # before composing, which recurses (slowly) into RecursionError
+        loader = _StrictLoader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -348,7 +363,8 @@ def parse_yaml(data: bytes | str, source: str) -> Any:
         problem = str(exc) if isinstance(exc, ValueError) else f"expected at most {MAX_YAML_DEPTH} levels of nesting, but got more"
         raise ConfigError(f"{source}: {problem}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml_file(path: str | Path, what: str = "a YAML config file") -> Any:
