@@ -205,3 +205,10 @@ def test_model_memory_counts_weights_and_biases():
     params, need = model_memory([4, 3], 2, 1, 10)
     assert params == (2 * 4 + 4) + (4 * 3 + 3) + (3 * 1 + 1)
     assert need == 16 * params + 6 * 4 * 10 * 7
+
+
+def test_a_huge_batch_size_meaning_full_batch_still_validates():
+    from rollfit.config import ESTIMATE_ROWS, model_memory
+
+    assert load_config(None, ["data.batch_size=1000000000"]).data.batch_size == 10**9
+    assert model_memory([64, 32], 2, 1, 10**9) == model_memory([64, 32], 2, 1, ESTIMATE_ROWS)

@@ -36,6 +36,7 @@ MAX_YAML_NODES = 100_000            # nodes after alias expansion (a "billion la
 MAX_YAML_DEPTH = 50                 # nesting of lists/mappings
 MAX_SEED = 2**32 - 1                # numpy's legacy seeding takes 32-bit seeds
 MAX_MODEL_BYTES = 32 << 30          # estimated training memory of the network (see model_memory)
+ESTIMATE_ROWS = 1 << 20             # batch rows model_memory counts at most
 
 
 class _Section(BaseModel):
@@ -224,12 +225,13 @@ def model_memory(layers: list[int], n_in: int, n_out: int, batch_size: int) -> t
 
     Bytes: 16 per parameter (float32 weights, gradients and Adam's two moments) plus, per
     row of a batch, 4 bytes per hidden unit for each of ~6 passes (forward, backward and the
-    gradient penalty's extra passes keep activations alive). An over-estimate when the data
-    has fewer rows than ``batch_size``.
+    gradient penalty's extra passes keep activations alive). Rows counted: ``batch_size``, at
+    most ``ESTIMATE_ROWS`` (a huge batch_size is a way to say "full batch"; the rows are not
+    known yet), so an over-estimate when the data has fewer rows.
     """
     widths = [n_in, *layers, n_out]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    return params, 16 * params + 6 * 4 * batch_size * sum(layers)
+    return params, 16 * params + 6 * 4 * min(batch_size, ESTIMATE_ROWS) * sum(layers)
 
 
 def check_model_size(layers: list[int], n_in: int, n_out: int, batch_size: int, where: str = "model.layers") -> None:
