@@ -1,4 +1,6 @@
-# The two commands of the README: `make demo` and `make test`. Each sets up .venv first.
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv first
+# (scripts/setup.sh: nothing is reinstalled when .venv already has what the target needs).
+# `make test-fast` skips the tests marked slow (longer than ~10 s) and needs only the test extra.
 .PHONY: setup demo test test-fast bench clean
 
 setup:
@@ -11,7 +13,8 @@ test:
 	bash scripts/setup.sh test,onnx,ray
 	.venv/bin/python -m pytest -q
 
-test-fast: setup
+test-fast:
+	bash scripts/setup.sh test
 	.venv/bin/python -m pytest -q -m "not slow"
 
 bench: setup

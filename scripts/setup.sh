@@ -2,27 +2,124 @@
 # Create .venv with a CPU build of PyTorch and rollfit (editable) plus the extras named in $1.
 #
 # PyTorch from PyPI on Linux is a CUDA build of several GB; a CPU build serves training of
-# these small networks, so it is taken from a local wheel folder configured for pip when one
-# has it (offline), else from PyTorch's CPU index. Set TORCH_SPEC to pin another version,
-# or ROLLFIT_TORCH=skip to keep whatever torch the venv already has.
+# these small networks. Its source is chosen once, by what is configured, never by retrying:
+#   1. pip's configured sources (find-links, index-url, extra-index-url from `pip config list`,
+#      PIP_* variables included) when a local wheel folder or file:// index among them holds
+#      the pinned CPU build for this Python;
+#   2. else PyTorch's CPU index, after one probe of at most 5 s;
+#   3. else an error naming both.
+# The pin carries "+cpu", which no CUDA build has, and torch is pinned to the installed
+# version while rollfit's dependencies are installed, so a CUDA build is never pulled.
+# Network indexes are used with --retries 1 --timeout 15 (no minutes of retry loops).
+# Nothing is reinstalled when the venv already has rollfit with these extras from this
+# pyproject.toml (a stamp in .venv). Set TORCH_SPEC to pin another version, ROLLFIT_TORCH=skip
+# to keep the torch the venv already has, PYTHON to create the venv with another interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-}"
 PY="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0+cpu}"
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+NET=(--retries 1 --timeout 15)
+STAMP=.venv/rollfit-setup.stamp
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
-if [ "${ROLLFIT_TORCH:-}" != "skip" ] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  echo "setup: installing ${TORCH_SPEC} (CPU build)"
-  "${PIP[@]}" install --no-index "${TORCH_SPEC}" 2>/dev/null \
-    || "${PIP[@]}" install "${TORCH_SPEC}" --index-url "${TORCH_CPU_INDEX}"
+# "configured", "cpu-index" or "none": where TORCH_SPEC can come from (see the header).
+torch_source() {
+  .venv/bin/python - "$TORCH_SPEC" "$TORCH_CPU_INDEX" <<'PYEOF'
+import glob, os, platform, re, subprocess, sys, urllib.parse, urllib.request
+
+spec, cpu_index = sys.argv[1], sys.argv[2]
+name, _, version = spec.partition("==")
+listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+options = {}  # option -> value; a PIP_* variable (":env:") overrides the config files, as in pip
+for scope, option, value in re.findall(r"^(\S*)\.((?:extra-)?index-url|find-links)='([^']*)'", listing, re.M):
+    if scope == ":env:" or option not in options:
+        options[option] = value
+places = [p for value in options.values() for p in value.split()]
+tag, machine = f"cp{sys.version_info[0]}{sys.version_info[1]}", platform.machine()
+wheel = re.compile(rf"{re.escape(name)}-{re.escape(version)}-{tag}-{tag}-\w*{machine}\.whl", re.I)
+
+def local(place):
+    """The folder a find-links entry or file:// index names, or None for a network one."""
+    if place.startswith("file:"):
+        return urllib.parse.unquote(urllib.parse.urlparse(place).path)
+    return place if "://" not in place else None
+
+def holds(folder):
+    """Whether a wheel folder, or a simple index's page for the package, lists the wheel."""
+    names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.whl"))]
+    page = os.path.join(folder, name, "index.html")
+    if os.path.isfile(page):
+        names += [urllib.parse.unquote(n) for n in re.findall(r">([^<]+\.whl)<", open(page).read())]
+    return any(wheel.fullmatch(n) for n in names)
+
+if any(folder and os.path.isdir(folder) and holds(folder) for folder in map(local, places)):
+    print("configured")
+    sys.exit()
+try:
+    urllib.request.urlopen(cpu_index.rstrip("/") + f"/{name}/", timeout=5).close()
+    print("cpu-index")
+except Exception:
+    print("none")
+PYEOF
+}
+
+install_torch() {
+  local source
+  source="$(torch_source)"
+  case "$source" in
+    configured)
+      echo "setup: installing ${TORCH_SPEC} (CPU build) from pip's configured sources"
+      "${PIP[@]}" install "${NET[@]}" "${TORCH_SPEC}" ;;
+    cpu-index)
+      echo "setup: installing ${TORCH_SPEC} (CPU build) from ${TORCH_CPU_INDEX}"
+      "${PIP[@]}" install "${NET[@]}" "${TORCH_SPEC}" --index-url "${TORCH_CPU_INDEX}" ;;
+    *) echo "setup: error: expected ${TORCH_SPEC} in a wheel folder or file:// index of pip's configuration" \
+            "(pip config list) or at ${TORCH_CPU_INDEX}, but neither has it (the index did not answer within" \
+            "5 s); add a folder with the wheel to pip's find-links, or set TORCH_CPU_INDEX" >&2
+       exit 1 ;;
+  esac
+}
+
+# Installed at all (metadata only: importing torch takes seconds; the last line imports it).
+has_torch() { .venv/bin/python -c "import importlib.metadata as m; m.version('torch')" 2>/dev/null; }
+
+if ! has_torch; then
+  if [ "${ROLLFIT_TORCH:-}" = "skip" ]; then
+    echo "setup: error: expected torch in .venv with ROLLFIT_TORCH=skip, but it is not installed" >&2
+    exit 1
+  fi
+  install_torch
 fi
 
-target="."
-[ -n "$EXTRAS" ] && target=".[${EXTRAS}]"
-echo "setup: installing rollfit${EXTRAS:+ with extras [$EXTRAS]}"
-"${PIP[@]}" install -e "$target"
+# With "covers EXTRAS": whether the stamp says this pyproject.toml was installed with a superset
+# of EXTRAS; with "write EXTRAS": record them (with the earlier ones, if pyproject.toml is unchanged).
+stamp() {
+  .venv/bin/python - "$STAMP" "$@" <<'PYEOF'
+import hashlib, os, sys
+path, mode, extras = sys.argv[1], sys.argv[2], set(filter(None, sys.argv[3].split(",")))
+digest = hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest()
+old, _, had = open(path).read().strip().partition(" ") if os.path.exists(path) else ("", "", "")
+had = set(filter(None, had.split(","))) if old == digest else None
+if mode == "covers":
+    sys.exit(0 if had is not None and extras <= had else 1)
+open(path, "w").write(f"{digest} {','.join(sorted(extras | (had or set())))}\n")
+PYEOF
+}
+
+if stamp covers "$EXTRAS"; then
+  echo "setup: rollfit${EXTRAS:+ with extras [$EXTRAS]} already installed in .venv"
+else
+  target="."
+  [ -n "$EXTRAS" ] && target=".[${EXTRAS}]"
+  echo "setup: installing rollfit${EXTRAS:+ with extras [$EXTRAS]}"
+  pin="$(mktemp)"
+  trap 'rm -f "$pin"' EXIT
+  .venv/bin/python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > "$pin"
+  "${PIP[@]}" install "${NET[@]}" --constraint "$pin" -e "$target"
+  stamp write "$EXTRAS"
+fi
 .venv/bin/python -c "import rollfit, torch; print(f'setup: rollfit {rollfit.__version__}, torch {torch.__version__}')"
