@@ -6,7 +6,7 @@
 #   1. pip's configured sources (find-links, index-url, extra-index-url from `pip config list`,
 #      PIP_* variables included) when a local wheel folder or file:// index among them holds
 #      the pinned CPU build for this Python;
-#   2. else PyTorch's CPU index, after one probe of at most 5 s;
+#   2. else PyTorch's CPU index, after one probe of at most 5 s (scripts/torch_source.py);
 #   3. else an error naming both.
 # The pin carries "+cpu", which no CUDA build has, and torch is pinned to the installed
 # version while rollfit's dependencies are installed, so a CUDA build is never pulled.
@@ -27,45 +27,7 @@ STAMP=.venv/rollfit-setup.stamp
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 # "configured", "cpu-index" or "none": where TORCH_SPEC can come from (see the header).
-torch_source() {
-  .venv/bin/python - "$TORCH_SPEC" "$TORCH_CPU_INDEX" <<'PYEOF'
-import glob, os, platform, re, subprocess, sys, urllib.parse, urllib.request
-
-spec, cpu_index = sys.argv[1], sys.argv[2]
-name, _, version = spec.partition("==")
-listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
-options = {}  # option -> value; a PIP_* variable (":env:") overrides the config files, as in pip
-for scope, option, value in re.findall(r"^(\S*)\.((?:extra-)?index-url|find-links)='([^']*)'", listing, re.M):
-    if scope == ":env:" or option not in options:
-        options[option] = value
-places = [p for value in options.values() for p in value.split()]
-tag, machine = f"cp{sys.version_info[0]}{sys.version_info[1]}", platform.machine()
-wheel = re.compile(rf"{re.escape(name)}-{re.escape(version)}-{tag}-{tag}-\w*{machine}\.whl", re.I)
-
-def local(place):
-    """The folder a find-links entry or file:// index names, or None for a network one."""
-    if place.startswith("file:"):
-        return urllib.parse.unquote(urllib.parse.urlparse(place).path)
-    return place if "://" not in place else None
-
-def holds(folder):
-    """Whether a wheel folder, or a simple index's page for the package, lists the wheel."""
-    names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.whl"))]
-    page = os.path.join(folder, name, "index.html")
-    if os.path.isfile(page):
-        names += [urllib.parse.unquote(n) for n in re.findall(r">([^<]+\.whl)<", open(page).read())]
-    return any(wheel.fullmatch(n) for n in names)
-
-if any(folder and os.path.isdir(folder) and holds(folder) for folder in map(local, places)):
-    print("configured")
-    sys.exit()
-try:
-    urllib.request.urlopen(cpu_index.rstrip("/") + f"/{name}/", timeout=5).close()
-    print("cpu-index")
-except Exception:
-    print("none")
-PYEOF
-}
+torch_source() { .venv/bin/python scripts/torch_source.py "$TORCH_SPEC" "$TORCH_CPU_INDEX"; }
 
 install_torch() {
   local source
