@@ -84,3 +84,13 @@ def test_setup_script_retries_network_indexes_once_and_pins_torch():
     assert 'NET=(--retries 1 --timeout 15)' in text
     assert text.count('install "${NET[@]}"') == 3 and '--constraint "$pin"' in text
     assert "--no-index" not in text  # the old first try, whose failure fell back to retry loops
+
+
+def test_make_test_fast_skips_slow_tests_and_sets_up_only_the_test_extra():
+    fast = subprocess.run(["make", "-n", "-C", str(ROOT), "test-fast"], capture_output=True, text=True,
+                          check=True).stdout
+    full = subprocess.run(["make", "-n", "-C", str(ROOT), "test"], capture_output=True, text=True,
+                          check=True).stdout
+    assert [ln for ln in fast.splitlines() if not ln.startswith("make")] == [
+        "bash scripts/setup.sh test", '.venv/bin/python -m pytest -q -m "not slow"']
+    assert ".venv/bin/python -m pytest -q\n" in full and "not slow" not in full
