@@ -243,7 +243,7 @@ class _Evaluator:
 
     def objective(self, x: torch.Tensor) -> torch.Tensor:
         """The target expression per row (original units, not signed)."""
-        y = self.model.to_units(self.model(x))
+        y = self.model(x)  # original units for every convention
         return _as_rows(self.prob.target({lbl: y[:, k] for k, lbl in enumerate(self.out_lbl)}), x)
 
     def residuals(self, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import Any, Optional
 from ..config import Config, validate
 from ..errors import ConfigError, OutputError, RollfitError, did_you_mean, require_package
 from ..io import check_writable
+from .results import SweepResult, write_outputs
 from .space import SearchSpace, check_trials, with_values
 
 RAY_HINT = '"rollfit[ray]"'
