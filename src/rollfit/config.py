@@ -158,12 +158,12 @@ class TrainerConfig(_Section):
         None, ge=1, description="Keep only the newest N periodic checkpoints (default: keep all, as the original).")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: cuda when usable, except cpu for small jobs (<= 4096 rows) with an eager "
-        "engine (docs/speed.md).")
+        "engine (docs/guide.md, Training).")
     engine: Literal[ENGINES] = Field(
         "auto", description="Training engine: eager = the hand-derived fused step; compiled = it under "
         "torch.compile; captured = whole epochs as one CUDA graph (CUDA only, opt-in); reference = autograd with "
         "the double-backward penalty; auto = compiled on CPU for long runs on large data, else eager "
-        "(docs/speed.md). The old key trainer.compile is still read.")
+        "(docs/guide.md, Training). The old key trainer.compile is still read.")
     threads: Union[Literal["auto"], Annotated[int, Strict()]] = Field(
         "auto", description="CPU threads per step: auto = one for small steps, else the faster of torch's "
         "setting and one, timed while training (torch's setting with deterministic or on resume).")
