@@ -199,6 +199,13 @@ def test_links_point_inside_the_repository_and_resolve(path):
     assert broken == []
 
 
+@pytest.mark.parametrize("path", ALL_DOCS)
+def test_every_doc_file_the_docs_name_exists(path):
+    """Paths such as docs/speed.md in text (CLI help and config descriptions included)."""
+    named = set(re.findall(r"(?<![\w/.])((?:docs|benchmarks)/[\w./-]+\.(?:md|png|py|sh))", _text(path)))
+    assert sorted(p for p in named if not (ROOT / p).exists()) == []
+
+
 SEED_WORDING = re.compile(r"\bthe seed\b(?! (of|for|to|value|argument))|\bseed's\b|\bSEED\.md\b|\bseed config\b", re.I)
 
 
