@@ -283,7 +283,7 @@ def test_diverged_weights_and_bad_tolerance_are_refused(originals, tmp_path):
 INJECTION = 'a*\\\n/ int x = system("touch PWNED"); /*'
 CONSTRUCTOR = ('b*\\\n/ extern int system(const char *); __attribute__((constructor)) static void pw(void) '
                '{ system("touch PWNED"); } /*')
-FUZZ_EXAMPLES = int(os.environ.get("ROLLFIT_FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("ROLLFIT_FUZZ_EXAMPLES", "6"))  # each compiles twice
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize="ROLLFIT_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 LABEL = st.text(st.characters(blacklist_characters="\0"), max_size=40)
