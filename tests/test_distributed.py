@@ -27,9 +27,9 @@ import torch
 from rollfit.config import load_config
 from rollfit.errors import ConfigError
 from rollfit.training import distributed
-from rollfit.training.checkpoint import list_checkpoints
+from rollfit.runs.checkpoint import list_checkpoints
 from rollfit.training.logger import find_log, read_rows
-from rollfit.training.run import resume, train
+from rollfit.pipeline.run import resume, train
 
 EPOCHS = 30
 COMMON = [f"trainer.max_epochs={EPOCHS}", "trainer.log_period=5", "trainer.save_period=10", "trainer.lr=0.01",
@@ -196,6 +196,7 @@ def test_an_engine_that_skips_opt_step_is_refused():
 
     from rollfit.errors import TrainingError
 
+    engine = Replayed()
     with pytest.raises(TrainingError, match=r"expected the step engine to call optimizer.step\(\) \(where gradients "
-                                            r"are all-reduced\), but Replayed did not; use trainer.compile=off"):
-        ctx._step(Replayed(), torch.zeros(1, 2), torch.zeros(1, 1), 0)
+                                            r"are all-reduced\), but Replayed did not; use trainer.engine=reference"):
+        ctx._checked(engine, lambda: engine.step(torch.zeros(1, 2), torch.zeros(1, 1), 0))

@@ -7,6 +7,7 @@ import torch
 from rollfit.errors import ConfigError
 from rollfit.model import losses
 from rollfit.model.network import RegressionNet
+from rollfit.model.registry import LOSSES
 
 R = torch.tensor([-5.0, -1.3, -0.4, 0.0, 0.2, 0.9, 2.5, 7.0], dtype=torch.float64)
 
@@ -30,18 +31,28 @@ def _formula(kind, r, delta):
     return sum(vals) / len(vals)
 
 
-@pytest.mark.parametrize("kind", list(losses.RECON_LOSSES))
+@pytest.mark.parametrize("kind", list(LOSSES))
 @pytest.mark.parametrize("delta", [0.5, 1.0, 2.0])
 def test_loss_matches_formula(kind, delta):
     got = losses.reconstruction_loss(R, torch.zeros_like(R), kind, delta)
     assert got.item() == pytest.approx(_formula(kind, R, delta), rel=1e-12)
 
 
-@pytest.mark.parametrize("kind", list(losses.RECON_LOSSES))
+@pytest.mark.parametrize("kind", list(LOSSES))
 def test_loss_gradient_matches_finite_differences(kind):
     pred = (R * 0.7 + 0.013).clone().requires_grad_(True)  # avoid the kinks of huber/tukey
     target = torch.zeros_like(R)
     assert torch.autograd.gradcheck(lambda p: losses.reconstruction_loss(p, target, kind, 1.0), (pred,))
+
+
+@pytest.mark.parametrize("kind", list(LOSSES))
+def test_registered_derivative_is_the_gradient_of_the_value(kind):
+    """The fused step uses ``grad`` (per element, before the mean's 1/n) instead of autograd."""
+    loss = LOSSES[kind]
+    r = (R * 0.7 + 0.013).clone().requires_grad_(True)
+    d = 1.3 * loss.delta_scale
+    (g,) = torch.autograd.grad(loss.value(r, d), r)
+    torch.testing.assert_close(loss.grad(r.detach(), d) / r.numel(), g, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("kind", ["geman", "welsch", "tukey"])
@@ -69,9 +80,9 @@ def test_grad_penalty_jacobian_equals_double_backward_value_and_gradient():
     net = RegressionNet(3, 2, [16, 8], input_mean=torch.rand(3), input_std=torch.rand(3) + 0.3).double()
     x = torch.randn(9, 3, dtype=torch.float64)
     _, jac = net.forward_with_input_jacobian(x)
-    gp_fwd = losses.grad_penalty_from_jacobian(jac)
+    gp_fwd = losses.grad_penalty(jac.sum(1))
     xr = x.clone().requires_grad_(True)
-    gp_dbl = losses.grad_penalty_double_backward(net(xr), xr)
+    gp_dbl = losses.grad_penalty_double_backward(net.forward_normalized(xr), xr)
     assert gp_fwd.item() == pytest.approx(gp_dbl.item(), rel=1e-10)
     params = list(net.parameters())
     g_fwd = torch.autograd.grad(gp_fwd, params, allow_unused=True, materialize_grads=True)
@@ -81,8 +92,8 @@ def test_grad_penalty_jacobian_equals_double_backward_value_and_gradient():
 
 
 def test_grad_penalty_clamps_each_input_gradient():
-    jac = torch.tensor([[[2000.0, -3.0]]])
-    assert losses.grad_penalty_from_jacobian(jac).item() == pytest.approx(1e6 + 9.0)
+    g = torch.tensor([[2000.0, -3.0]])
+    assert losses.grad_penalty(g).item() == pytest.approx(1e6 + 9.0)
 
 
 def test_normalized_grad_space_differentiates_by_normalized_inputs():
@@ -91,8 +102,8 @@ def test_normalized_grad_space_differentiates_by_normalized_inputs():
     net = RegressionNet(2, 1, [8, 4], input_mean=torch.tensor([1.0, 5.0]), input_std=std).double()
     x = torch.randn(6, 2, dtype=torch.float64) * std + torch.tensor([1.0, 5.0], dtype=torch.float64)
     _, jac = net.forward_with_input_jacobian(x)
-    got = losses.grad_penalty_from_jacobian(jac, losses.gp_input_scale(net.input_std, "normalized"))
+    got = losses.grad_penalty(jac.sum(1), losses.gp_input_scale(net.input_std, "normalized"))
     xn = ((x - net.input_mean) / net.input_std).requires_grad_(True)
-    (g,) = torch.autograd.grad(net(xn, normalize=False).sum(), xn)
+    (g,) = torch.autograd.grad(net.mlp(xn).sum(), xn)
     assert got.item() == pytest.approx(g.square().sum(-1).mean().item(), rel=1e-10)
     assert losses.gp_input_scale(net.input_std, "raw") is None

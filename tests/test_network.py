@@ -1,4 +1,4 @@
-"""Network layout (the original's state_dict names), conventions and the forward Jacobian."""
+"""Network layout (the original's state_dict names), units of ``forward`` and the forward Jacobian."""
 import pytest
 import torch
 
@@ -33,9 +33,9 @@ def test_sequential_layout_and_tanh_after_last_hidden():
     net = _net(False, (64, 32, 16), act="relu")
     names = [n for n, _ in net.mlp.mlp.named_children()]
     assert names == ["input", "act0", "hidden1", "act1", "hidden2", "act2", "output"]
-    assert isinstance(net.mlp.mlp.act0, torch.nn.ReLU) and isinstance(net.mlp.mlp.act2, torch.nn.Tanh)
+    assert (net.mlp.mlp.act0.name, net.mlp.mlp.act1.name, net.mlp.mlp.act2.name) == ("relu", "relu", "tanh")
     single = _net(False, (8,), act="silu")
-    assert isinstance(single.mlp.mlp.act0, torch.nn.SiLU)
+    assert single.mlp.mlp.act0.name == "silu"
 
 
 def test_residual_forward_matches_hand_computation():
@@ -46,8 +46,25 @@ def test_residual_forward_matches_hand_computation():
     h = torch.nn.functional.gelu(m.input_layer(xn))
     h2 = m.layers[0](h) + m.skip_connections[0](h)  # no activation after the last hidden layer
     expected = m.output_layer(h2)
-    torch.testing.assert_close(net(x), expected)
+    torch.testing.assert_close(net.forward_normalized(x), expected)  # training units
+    torch.testing.assert_close(net(x), expected * net.target_std + net.target_mean)  # original units
     torch.testing.assert_close(net(x, denormalize=True), expected * net.target_std + net.target_mean)
+
+
+def test_forward_is_in_original_units_for_every_convention():
+    """``model(x)``, as the original's snippet calls it, gives physical units for rollfit
+    (normalized-target) weights and for the original's raw-target weights alike; only the
+    original's ``denormalize=True`` scales raw-target outputs again, as its plots did."""
+    net = _net(True, (8,))
+    x = torch.randn(4, 2, dtype=torch.float64)
+    mlp_out = net.forward_normalized(x)
+    torch.testing.assert_close(net(x), mlp_out * net.target_std + net.target_mean)
+    raw = _net(True, (8,))
+    raw.target_convention = "raw"  # the original pipeline's runs: the MLP learned physical units
+    torch.testing.assert_close(raw(x), raw.forward_normalized(x))
+    torch.testing.assert_close(raw(x, denormalize=True), mlp_out * net.target_std + net.target_mean)
+    xn = (x - net.input_mean) / net.input_std
+    torch.testing.assert_close(net(xn, normalize=False), net(x))
 
 
 def test_unknown_activation_is_an_error_not_gelu():
@@ -58,9 +75,11 @@ def test_unknown_activation_is_an_error_not_gelu():
 def test_predict_honours_convention():
     net = _net(True, (8,))
     x = torch.randn(4, 2, dtype=torch.float64)
-    torch.testing.assert_close(net.predict(x.float()).double(), net(x, denormalize=True), rtol=1e-5, atol=1e-5)
-    net.target_convention = "raw"
     torch.testing.assert_close(net.predict(x.float()).double(), net(x), rtol=1e-5, atol=1e-5)
+    want = net.forward_normalized(x) * net.target_std + net.target_mean
+    torch.testing.assert_close(net(x), want)
+    net.target_convention = "raw"
+    torch.testing.assert_close(net.predict(x.float()).double(), net.forward_normalized(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("act", ["gelu", "silu", "relu", "tanh"])
@@ -78,14 +97,14 @@ def test_forward_jacobian_matches_autograd_and_finite_differences(residual, laye
     net = _net(residual, layers, act, din=3, dout=2)
     x = torch.randn(7, 3, dtype=torch.float64)
     y, jac = net.forward_with_input_jacobian(x)
-    torch.testing.assert_close(y, net(x))
-    auto = torch.autograd.functional.jacobian(lambda v: net(v).sum(0), x).permute(1, 0, 2)  # (B, K, D)
+    torch.testing.assert_close(y, net.forward_normalized(x))  # training units
+    auto = torch.autograd.functional.jacobian(lambda v: net.forward_normalized(v).sum(0), x).permute(1, 0, 2)
     torch.testing.assert_close(jac, auto)
     eps = 1e-6
     for j in range(3):
         dx = torch.zeros_like(x)
         dx[:, j] = eps
-        fd = (net(x + dx) - net(x - dx)) / (2 * eps)
+        fd = (net.forward_normalized(x + dx) - net.forward_normalized(x - dx)) / (2 * eps)
         torch.testing.assert_close(jac[:, :, j], fd, rtol=1e-5, atol=1e-6)
 
 

@@ -23,11 +23,12 @@ import rollfit.io
 import rollfit.training.trainer as trainer_mod
 from rollfit.cli.main import main
 from rollfit.errors import OutputError, TrainingError
-from rollfit.training import checkpoint as ckpt_io
-from rollfit.training.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
+from rollfit.runs import checkpoint as ckpt_io
+from rollfit.runs.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
 from rollfit.training.logger import SimpleLogger, find_log, read_rows
-from rollfit.training.run import load_table, make_data, resume, train
+from rollfit.pipeline.run import load_table, make_data, resume, train
 from rollfit.training.signals import TrainingInterrupted
+from rollfit.training.step import as_dict, batch_loop
 from rollfit.training.trainer import Trainer
 
 FULL_BATCH = ["data.batch_size=65536", "data.train_split=1.0"]  # as the divergence thresholds were measured
@@ -90,21 +91,33 @@ def test_rollback_gives_up_after_three(tmp_path, demo_file):
 
 
 class _Poisoned:
-    """A step engine that fills one weight with NaN after the first step of ``epoch`` (once)."""
+    """An engine that fills one weight with NaN after the first update of ``epoch`` (once)."""
 
     def __init__(self, engine, model, epoch):
         self.engine, self.model, self.epoch = engine, model, epoch
 
     def step(self, x, yn, epoch):
         out = self.engine.step(x, yn, epoch)
+        self._maybe_poison(epoch)
+        return out
+
+    def batch(self, x, yn, idx, epoch):
+        out = self.engine.batch(x, yn, idx, epoch)
+        self._maybe_poison(epoch)
+        return out
+
+    def train_epoch(self, x, yn, epoch, batch_size, generator):
+        perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+        return as_dict(*batch_loop(lambda idx: self.batch(x, yn, idx, epoch), perm, batch_size))
+
+    def _maybe_poison(self, epoch):
         if epoch == self.epoch:
             self.epoch = None
             with torch.no_grad():
                 self.model.mlp.output_layer.weight.fill_(float("nan"))
-        return out
 
-    def validate(self):
-        return self.engine.validate()
+    def __getattr__(self, name):  # the rest of the Engine protocol: the wrapped engine's
+        return getattr(self.engine, name)
 
 
 def _poison(monkeypatch, at_epoch):

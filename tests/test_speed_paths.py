@@ -39,7 +39,8 @@ from rollfit.data.reader import load_rollouts
 from rollfit.errors import ConfigError, TrainingError
 from rollfit.model import losses
 from rollfit.model.network import RegressionNet
-from rollfit.model.registry import LOSSES
+from rollfit.model import registry
+from rollfit.model.registry import LOSSES, Activation
 from rollfit.pipeline.run import build_model
 from rollfit.training.fastpath import DirectAdam, FlatParams, MLPStepMath
 from rollfit.training.logger import SimpleLogger
@@ -190,7 +191,7 @@ def _train(table, mode, *overrides, dtype=torch.float32, epochs=200, force_mode=
     data = HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, 0, "cpu").setup()
     for split in (data.train, data.val):
         split.x, split.y = split.x.to(dtype), split.y.to(dtype)
-    model = (model or build_model(cfg, data)).to(dtype)
+    model = (model or build_model)(cfg, data).to(dtype)
     if force_mode is not None:
         monkeypatch.setattr(trainer_mod, "choose_engine", lambda *a, **k: force_mode)
     run_dir = tempfile.mkdtemp()
@@ -234,6 +235,31 @@ def test_minibatches_train_like_the_plain_path(demo_table, monkeypatch, mode):
     fast = _train(demo_table, "eager", *args, dtype=torch.float64, epochs=40,
                   force_mode=mode if mode == "captured" else None, monkeypatch=monkeypatch)
     _assert_same_training(plain, fast, 1e-10)
+
+
+def _softplus_parts(z, second):
+    s = torch.sigmoid(z)
+    return F.softplus(z), s, (s * (1.0 - s) if second else None)
+
+
+def test_a_registered_activation_is_one_entry_and_trains_like_the_reference(demo_table, monkeypatch):
+    """Adding an activation is one registry entry: the network, the fused step and the C
+    export pick it up (the config schema reads the registry's names at import)."""
+    from rollfit.export import c_header
+
+    entry = Activation("softplus", F.softplus, _softplus_parts, "log1pf(expf(z))")
+    monkeypatch.setitem(registry.ACTIVATIONS, "softplus", entry)
+
+    def softplus_net(cfg, data):
+        return RegressionNet(**{**build_model(cfg, data).constructor_args(), "activation": "softplus"})
+
+    for residual in ("true", "false"):
+        args = ("trainer.lr_patience=5", f"model.residual={residual}", "model.layers=[16,8]")
+        plain = _train(demo_table, "reference", *args, dtype=torch.float64, epochs=30, model=softplus_net)
+        fused = _train(demo_table, "eager", *args, dtype=torch.float64, epochs=30, model=softplus_net)
+        assert "softplus" in {m.name for m in fused[3].model.modules() if hasattr(m, "name")}
+        _assert_same_training(plain, fused, 1e-10)
+    assert "p_softplus" in c_header.own_functions("p")
 
 
 def test_warm_started_loss_switches_inside_the_fast_step(demo_table):

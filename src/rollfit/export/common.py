@@ -41,7 +41,7 @@ class UnitsModel(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net.to_units(self.net(x))
+        return self.net(x)  # RegressionNet.forward returns original units for every convention
 
 
 @dataclass
@@ -66,7 +66,7 @@ class ExportInfo:
     @classmethod
     def from_surrogate(cls, s: Any, name: str) -> "ExportInfo":
         """From a loaded ``Surrogate`` (its config, bounds and checkpoint file)."""
-        from ..training.checkpoint import is_original
+        from ..runs.checkpoint import is_original
 
         bounds = s.bounds
         return cls(name=name, in_lbl=list(s.in_lbl), out_lbl=list(s.out_lbl),
