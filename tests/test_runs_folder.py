@@ -255,3 +255,21 @@ def test_the_next_writer_removes_orphan_temp_files(demo_file, tmp_path):
         p.write_bytes(b"half")
     resume(run, ["trainer.max_epochs=6"])
     assert not any(p.exists() for p in orphans)
+
+
+def test_optimize_vary_on_an_unwritable_run_fails_before_computing_naming_csv(trained_run, monkeypatch, capsys):
+    import rollfit.analysis.optimize as optimize_mod
+    import rollfit.runs.folder as folder_mod
+
+    def refuse(folder):
+        raise OutputError(f"{folder}: could not write, the folder is not writable (Read-only file system)")
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed although nothing could be saved")
+
+    monkeypatch.setattr(folder_mod, "check_writable", refuse)
+    monkeypatch.setattr(optimize_mod, "sweep_optimum", never)
+    code = main(["optimize", "--run", str(trained_run), "--target", "cot_ma15", "--vary", "speed=0.9:1.2:4",
+                 "--constraint", "gait_stride*gait_cadence=speed"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.endswith("or not writable (Read-only file system); pass --csv FILE\n")

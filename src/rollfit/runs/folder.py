@@ -138,9 +138,9 @@ class RunFolder:
                     removed.append(p)
         return removed
 
-    def check_output(self) -> Path:
+    def check_output(self, way_out: str = "--output DIR") -> Path:
         """The output folder (``out``), checked writable before anything is computed, so a
-        read-only run folder costs no work: the error names ``--output``."""
+        read-only run folder costs no work: the error names ``way_out`` (the flag to use)."""
         try:
             check_writable(self.out)
         except OutputError as exc:
@@ -148,7 +148,7 @@ class RunFolder:
                 raise
             raise OutputError(f"{self.out}: expected a writable run folder for the outputs, but it is read-only "
                               f"or not writable ({str(exc).rsplit('(', 1)[-1].rstrip(')')}); "
-                              "pass --output DIR") from None
+                              f"pass {way_out}") from None
         return self.out
 
     def with_output(self, out: str | Path) -> "RunFolder":
