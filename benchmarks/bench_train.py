@@ -15,13 +15,13 @@ every 1000):
   writing the 400 MB file would cost minutes of a short GPU lease; the training is the same).
 
 For each, rollfit's real ``Trainer.fit`` (validation, scheduler, logging, checkpoints,
-the engine ``trainer.compile: auto`` picks) is timed, then the probe runs as a subprocess
+the engine ``trainer.engine: auto`` picks) is timed, then the probe runs as a subprocess
 with the same rows and inputs -- twice: as written (torch's default threads) and with
 ``OMP_NUM_THREADS=1`` (on a shared 2-core machine the default threads can collapse under
 load; the faster probe is the baseline, so the ratio is the conservative one). With
 ``--repeat`` the measurements alternate (rollfit, probe, rollfit, probe, ...); the ratio
 uses the medians. On CUDA the same run also times rollfit's original-style eager loop
-(``trainer.compile: off``) and the probe's captured graph (its second line).
+(``trainer.engine: reference``) and the probe's captured graph (its second line).
 
 rollfit's time is wall-clock time of ``fit`` (its CPU time is printed too; on a loaded
 machine the CPU time shows what the code costs). A compiled engine (``big`` on CPU) is
@@ -53,7 +53,7 @@ from rollfit.data.reader import load_rollouts
 from rollfit.data.synthetic import COT_ATTR, DEFAULT_13_NAMES, campaign_rows, write_rollout_file
 from rollfit.data.table import RolloutTable
 from rollfit.training.logger import SimpleLogger
-from rollfit.training.run import build_model
+from rollfit.pipeline.run import build_model
 from rollfit.training.step import ThreadChoice
 from rollfit.training.trainer import Trainer
 
@@ -107,11 +107,11 @@ def big_table_in_memory() -> RolloutTable:
                         list(DEFAULT_13_NAMES), ["cot_ma15"], [COT_ATTR], n_groups=BIG_ROWS)
 
 
-def seed_config(case: str, device: str, compile_mode: str) -> Any:
+def seed_config(case: str, device: str, engine: str) -> Any:
     raw = yaml.safe_load(SEED_YAML)
     if case == "big":
         raw["data"]["in_lbl"] = list(DEFAULT_13_NAMES)
-    raw["trainer"].update(device=device, compile=compile_mode, progress=False, report=False)
+    raw["trainer"].update(device=device, engine=engine, progress=False, report=False)
     return validate(raw, "seed config")
 
 
@@ -125,16 +125,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_rollfit(table, case: str, device: str, compile_mode: str, epochs: int, warm: int) -> dict[str, Any]:
+def time_rollfit(table, case: str, device: str, engine: str, epochs: int, warm: int) -> dict[str, Any]:
     """Wall and CPU time of ``Trainer.fit`` for ``epochs`` epochs (after ``warm`` untimed ones;
     a compiled engine is warmed up until it has compiled: thread trials, then compilation)."""
-    cfg = seed_config(case, device, compile_mode)
+    cfg = seed_config(case, device, engine)
     torch.manual_seed(0)
     data = HDF5DataModule(table, cfg.data.batch_size, cfg.data.train_split, 0, device).setup()
     model = build_model(cfg, data)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(model, cfg.trainer, data, run_dir, SimpleLogger(Path(run_dir) / "logs"))
-        if trainer.engine_mode == "compile" and warm:
+        if trainer.engine_name == "compiled" and warm:
             warm = 2 * ThreadChoice.TRIALS + 2
         warm_s = 0.0
         if warm:
@@ -151,7 +151,7 @@ def time_rollfit(table, case: str, device: str, compile_mode: str, epochs: int, 
         metrics = trainer.fit()
         sync(device)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"engine": type(trainer.engine).__name__, "mode": trainer.engine_mode, "epochs": epochs,
+    return {"engine": type(trainer.engine).__name__, "mode": trainer.engine_name, "epochs": epochs,
             "wall_s": wall, "cpu_s": cpu, "epochs_per_s": epochs / wall, "cpu_epochs_per_s": epochs / cpu,
             "warm_epochs": warm, "warm_s": warm_s, "final_loss": metrics.get("loss/train"),
             "load_before": before, "load_after": load()}
@@ -197,7 +197,7 @@ def run_case(case: str, args, table, rows: int, din: int) -> dict[str, Any]:
     warm = 2 if (case == "big" and device == "cpu") else 0
     rollfit, probes = [], []
     for r in range(args.repeat):
-        rollfit.append(guarded(time_rollfit, table, case, device, "auto", epochs, warm))
+        rollfit.append(guarded(time_rollfit, table, case, device, args.engine, epochs, warm))
         print(f"  [{case} #{r + 1}] rollfit {rollfit[-1]['mode']}: {rollfit[-1]['epochs_per_s']:.1f} epochs/s "
               f"(cpu-time {rollfit[-1]['cpu_epochs_per_s']:.1f}; load {rollfit[-1]['load_before']})", flush=True)
         for one in ((False, True) if device == "cpu" else (False,)):
@@ -208,8 +208,8 @@ def run_case(case: str, args, table, rows: int, din: int) -> dict[str, Any]:
     result = {"case": case, "rows": rows, "inputs": din, "rollfit": rollfit, "probe": probes}
     if device == "cuda":
         eager_epochs = min(epochs, 1000)
-        result["rollfit_eager"] = [guarded(time_rollfit, table, case, device, "off", eager_epochs, 0)]
-        print(f"  [{case}] rollfit original-style eager (compile off): "
+        result["rollfit_eager"] = [guarded(time_rollfit, table, case, device, "reference", eager_epochs, 0)]
+        print(f"  [{case}] rollfit original-style eager (engine reference): "
               f"{result['rollfit_eager'][0]['epochs_per_s']:.1f} epochs/s", flush=True)
     return result
 
@@ -257,7 +257,7 @@ def print_summary(results: list[dict[str, Any]], args) -> None:
             print(f"       probe cudagraph {s['probe_cudagraph_median']:.0f} epochs/s")
         if "rollfit_eager" in res:
             e = res["rollfit_eager"][0]
-            print(f"       rollfit original-style eager (compile off): {e['epochs_per_s']:.1f} epochs/s")
+            print(f"       rollfit original-style eager (engine reference): {e['epochs_per_s']:.1f} epochs/s")
         if res["case"] == "small":
             wall = statistics.median(r["wall_s"] for r in res["rollfit"]) * 10002 / res["rollfit"][0]["epochs"]
             print(f"       10,002 epochs of rollfit: {wall:.2f} s of training time")
@@ -267,6 +267,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cases", default="small,big")
+    p.add_argument("--engine", choices=["auto", "eager", "compiled", "captured", "reference"], default="auto",
+                   help="trainer.engine of the timed runs (the GPU check times captured)")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10002, help="epochs of the small case")
     p.add_argument("--big-epochs", type=int, default=None, help="timed epochs of the big case (cpu 30, cuda 300)")

@@ -10,12 +10,12 @@
 #    timeout_s=600). Everything lands in $OUT: env.txt, nvidia_smi.txt, gpu_tests.log,
 #    bench_train_cuda.log and bench_train_cuda.json.
 #
-# What it checks: tests/test_speed_paths.py with CUDA (the captured graph trains like the
+# What it checks: tests/test_speed_paths.py with CUDA (the captured engine trains like the
 # eager fused step; DevicePlateau mirrors torch's scheduler on the device), then
-# benchmarks/bench_train.py --device cuda: the seed's 10,002 epochs on u225.h5 (target:
+# benchmarks/bench_train.py --device cuda --engine captured: the seed's 10,002 epochs on u225.h5 (target:
 # under 8 s of training time on an H100/H200), 100k rows x 13 inputs (target: 5x the
 # probe's eager loop), the probe's eager and captured-graph loops and rollfit's
-# original-style eager loop (trainer.compile: off). About 4-6 minutes on an H100.
+# original-style eager loop (trainer.engine: reference). About 4-6 minutes on an H100.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,5 +52,5 @@ echo "== tests/test_speed_paths.py (CUDA tests included) =="
 timeout 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_speed_paths.py 2>&1 | tee "$OUT/gpu_tests.log"
 
 echo "== benchmarks/bench_train.py --device cuda =="
-timeout 330 "$PY" benchmarks/bench_train.py --device cuda --repeat 2 --out "$OUT/bench_train_cuda.json" 2>&1 \
+timeout 330 "$PY" benchmarks/bench_train.py --device cuda --engine captured --repeat 2 --out "$OUT/bench_train_cuda.json" 2>&1 \
     | tee "$OUT/bench_train_cuda.log"

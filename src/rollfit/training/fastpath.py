@@ -33,7 +33,6 @@ whole buffers. Tests check every gradient against autograd and finite difference
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -83,46 +82,29 @@ class FlatParams:
         ``opt.step()``) or through ``flat``. (Writes through ``p.data`` are not counted by torch.)"""
         return self.flat._version + sum(p._version for p in self.params)
 
-    def slot(self, p: Tensor) -> tuple[int, torch.Size]:
-        """(offset in ``flat``, shape) of parameter ``p``."""
-        offset = 0
-        for q in self.params:
-            if q is p:
-                return offset, q.shape
-            offset += q.numel()
-        raise KeyError("parameter is not part of this model")
+    def index(self, p: Tensor) -> int:
+        """Position of parameter ``p`` (in ``params``, ``views`` and ``grad_views``)."""
+        return next(i for i, q in enumerate(self.params) if q is p)
 
 
 # ---- the network as blocks ----------------------------------------------------------------
 @dataclass
 class Linear:
-    """One Linear layer: where its weight and bias sit in the flat buffers, and the views
-    of the buffers it is bound to (``bind``)."""
+    """One Linear layer: weight and bias as views of ``FlatParams.flat``, their gradients as
+    views of ``FlatParams.grad`` (``Wt``: the weight transposed)."""
 
-    w_slot: tuple[int, torch.Size]
-    b_slot: tuple[int, torch.Size]
-    W: Tensor = field(init=False)
-    b: Tensor = field(init=False)
-    gW: Tensor = field(init=False)
-    gb: Tensor = field(init=False)
-    Wt: Tensor = field(init=False)
+    W: Tensor
+    b: Tensor
+    gW: Tensor
+    gb: Tensor
+
+    def __post_init__(self) -> None:
+        self.Wt = self.W.t()
 
     @classmethod
     def of(cls, layer: nn.Linear, fp: FlatParams) -> "Linear":
-        return cls(fp.slot(layer.weight), fp.slot(layer.bias))
-
-    def bind(self, flat: Tensor, grad: Tensor) -> "Linear":
-        """A copy whose W, b (and grads gW, gb) are views of ``flat`` (and ``grad``)."""
-        out = Linear(self.w_slot, self.b_slot)
-        out.W, out.gW = (_slice(t, self.w_slot) for t in (flat, grad))
-        out.b, out.gb = (_slice(t, self.b_slot) for t in (flat, grad))
-        out.Wt = out.W.t()
-        return out
-
-
-def _slice(buffer: Tensor, slot: tuple[int, torch.Size]) -> Tensor:
-    offset, shape = slot
-    return buffer[offset:offset + shape.numel()].view(shape)
+        w, b = fp.index(layer.weight), fp.index(layer.bias)
+        return cls(fp.views[w], fp.views[b], fp.grad_views[w], fp.grad_views[b])
 
 
 @dataclass
@@ -133,10 +115,6 @@ class Block:
     act: Optional[str]
     skip: Optional[Linear] = None
     identity_skip: bool = False
-
-    def bind(self, flat: Tensor, grad: Tensor) -> "Block":
-        skip = self.skip.bind(flat, grad) if self.skip is not None else None
-        return Block(self.lin.bind(flat, grad), self.act, skip, self.identity_skip)
 
 
 def blocks_of(model: RegressionNet, fp: FlatParams) -> tuple[list[Block], Linear]:
@@ -208,22 +186,11 @@ class MLPStepMath:
 
     def __init__(self, model: RegressionNet, fp: FlatParams, cfg) -> None:
         self.model, self.fp, self.cfg = model, fp, cfg
-        self._layout = blocks_of(model, fp)
+        self.blocks, self.out = blocks_of(model, fp)
+        self.flat, self.grad = fp.flat, fp.grad
         self.with_gp = cfg.grad_weight != 0
         self.raw_gp = cfg.grad_space == "raw"  # the penalty differentiates by raw (not normalized) inputs
         self.reset_constants()
-        self.bind(fp.flat, fp.grad)
-
-    def bind(self, flat: Tensor, grad: Tensor) -> "MLPStepMath":
-        """Read weights from ``flat`` and write gradients into ``grad`` (in place)."""
-        blocks, out = self._layout
-        self.blocks, self.out = [b.bind(flat, grad) for b in blocks], out.bind(flat, grad)
-        self.flat, self.grad = flat, grad
-        return self
-
-    def bound(self, flat: Tensor, grad: Tensor) -> "MLPStepMath":
-        """A shallow copy bound to other buffers (a compiled step's inputs)."""
-        return copy.copy(self).bind(flat, grad)
 
     def reset_constants(self) -> None:
         """(Re)read normalization buffers and loss weights (after a state load). Updates the

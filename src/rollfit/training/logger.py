@@ -59,11 +59,6 @@ class SimpleLogger:
         """Write all rows atomically."""
         atomic_write_json(self.path, self.rows)
 
-    def get_metric(self, name: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of one metric, in logged order."""
-        pairs = [(r["step"], r[name]) for r in self.rows if name in r]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
 
 def find_log(run_dir: str | Path) -> Optional[Path]:
     """The newest metrics log of a run folder (original or rollfit), or None."""
