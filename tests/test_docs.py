@@ -251,6 +251,40 @@ def test_design_doc_activation_example_is_one_working_entry():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
+ACTIVATION_END_TO_END = """
+import sys
+from pathlib import Path
+from rollfit.config import load_config
+from rollfit.data.synthetic import make_demo_file
+from rollfit.export import export
+from rollfit.pipeline.run import train
+
+tmp = Path(sys.argv[1])
+cfg = load_config(None, ["model.activation=softplus", "model.layers=[8,8]", "trainer.max_epochs=30",
+                         "trainer.progress=false", "trainer.report=false", "data.cache=false"])
+cfg.data.hdf5_path = str(make_demo_file(tmp / "data.h5", n=60, seed=0))
+run = train(cfg, tmp / "run")
+assert all(v == v for v in run.metrics.values()), run.metrics
+result = export(run.run_dir, "c", tmp / "net.h")
+assert result.max_rel_error < 1e-5 and "log1pf(expf(z))" in (tmp / "net.h").read_text()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_design_doc_activation_trains_and_exports(tmp_path):
+    """The same entry, end to end: the fused step trains with it and the C header computes it."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("cc") and not shutil.which("gcc"):
+        pytest.skip("no C compiler")
+    block = re.search(r"<!-- example:activation:start -->\n```python\n(.*?)```", _text("docs/design.md"), re.S)
+    proc = subprocess.run([sys.executable, "-c", block.group(1) + ACTIVATION_END_TO_END, str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
 # ------------------------------------------------------------------ the commands themselves
 
 @pytest.mark.slow
