@@ -116,3 +116,74 @@ def test_inspect_takes_the_files_from_the_config(demo_file, tmp_path, capsys):
     assert main(["inspect"]) == 2
     assert capsys.readouterr().err == ("rollfit inspect: error: --hdf5: expected rollout file(s) to inspect, but got "
                                        "none (nor data.hdf5_path in a --config)\n")
+
+
+def _nproc_run(tmp_path, demo_file, signals):
+    """``train --nproc 2`` until its first checkpoint, then ``signals`` to the launcher alone."""
+    import signal
+    import time
+
+    out = tmp_path / "two"
+    proc = subprocess.Popen([sys.executable, "-m", "rollfit", "train", "--nproc", "2", "--hdf5", str(demo_file),
+                             "--output", str(out), "trainer.max_epochs=1000000", "trainer.save_period=50",
+                             "trainer.progress=false", "trainer.report=false"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((out / "checkpoints").glob("ep_*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for s in signals:
+        proc.send_signal(getattr(signal, s))
+        time.sleep(0.3)
+    _, err = proc.communicate(timeout=240)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_sigterm_under_nproc_ends_with_one_line_and_a_checkpoint(tmp_path, demo_file):
+    code, err = _nproc_run(tmp_path, demo_file, ["SIGTERM"])
+    assert code == 143 and "Traceback" not in err and "SignalException" not in err, err
+    assert err.splitlines()[-1].startswith("rollfit train: interrupted by SIGTERM after epoch ")
+    assert "resume with: rollfit train --resume" in err.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_under_nproc_aborts_with_one_line(tmp_path, demo_file):
+    code, err = _nproc_run(tmp_path, demo_file, ["SIGINT", "SIGINT"])
+    assert code == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] in ("rollfit train: interrupted",) or \
+        err.splitlines()[-1].startswith("rollfit train: interrupted by SIGINT")
+
+
+def test_a_signal_during_the_all_reduce_stops_every_rank_one_epoch_later(monkeypatch):
+    """A rank whose signal lands while it waits in the epoch's all-reduce must not stop alone
+    (the other ranks left it without the signal and would wait for it in the next one)."""
+    import signal
+    import types
+
+    import torch.distributed as dist
+
+    from rollfit.training.distributed import DistContext
+
+    ctx = DistContext(1, 2, 1, torch.device("cpu"))
+    guard = types.SimpleNamespace(requested=None)
+    train = {"loss": torch.tensor(1.0)}
+
+    def signalled_while_waiting(vec):
+        guard.requested = signal.SIGTERM
+
+    monkeypatch.setattr(dist, "all_reduce", signalled_while_waiting)
+    ctx.agree(train, torch.tensor(0.5), False, guard)
+    assert guard.requested is None  # not in this epoch: the others did not see it
+    monkeypatch.setattr(dist, "all_reduce", lambda vec: None)
+    ctx.agree(train, torch.tensor(0.5), False, guard)
+    assert guard.requested == signal.SIGTERM  # in the next epoch, for every rank
+
+
+def test_interrupted_workers_of_nproc_exit_0_for_torchrun(monkeypatch):
+    from rollfit.cli.main import LAUNCHER_ENV, interrupted_exit
+    from rollfit.training.distributed import LAUNCHER_ENV as launcher_env
+
+    assert LAUNCHER_ENV == launcher_env
+    assert interrupted_exit(143) == 143
+    monkeypatch.setenv(LAUNCHER_ENV, "1")
+    assert interrupted_exit(143) == 0

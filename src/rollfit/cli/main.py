@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -21,6 +22,8 @@ from typing import Optional, Sequence
 
 from ..errors import RollfitError
 from .args import CommandParser, split_overrides
+
+LAUNCHER_ENV = "ROLLFIT_NPROC_LAUNCHER"  # = training.distributed.LAUNCHER_ENV (not imported: that needs torch)
 
 
 def command_modules() -> list[ModuleType]:
@@ -66,8 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "--debug" in argv:
             raise
         return _interrupted(argv, as_program)
-    if as_program and code in (130, 143):  # stopped by a signal: a second Ctrl-C while exiting is ignored
-        _ignore_sigint()
+    if as_program and (code in (130, 143) or os.environ.get(LAUNCHER_ENV)):
+        _ignore_sigint()  # stopped by a signal (or a --nproc worker): a second Ctrl-C while exiting is ignored
     return code
 
 
@@ -106,14 +109,18 @@ def one_line(exc: BaseException) -> str:
 
 def _interrupted(argv: list[str], as_program: bool) -> int:
     """One line for Ctrl-C; as the program, further Ctrl-Cs during shutdown are ignored."""
-    import os
-
     if as_program:
         _ignore_sigint()
     name = next((a for a in argv if not a.startswith("-")), "")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         print(f"rollfit{' ' + name if name else ''}: interrupted", file=sys.stderr)
-    return 130
+    return interrupted_exit(130)
+
+
+def interrupted_exit(code: int) -> int:
+    """The exit code of an interrupted command: ``code``, but 0 in a worker of ``--nproc``,
+    whose launcher reports the signal (a non-zero worker makes torchrun print a traceback)."""
+    return 0 if os.environ.get(LAUNCHER_ENV) else code
 
 
 def _ignore_sigint() -> None:

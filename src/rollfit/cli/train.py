@@ -87,8 +87,8 @@ def probe_lock(path) -> None:
     its lock is taken and given back at once (the pipeline takes it for the run's life)."""
     from ..runs.folder import RunFolder
 
-    if path is None or not Path(path).exists():
-        return
+    if path is None or not Path(path).exists() or os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 holds the lock: the other ranks must not touch it
     folder = RunFolder.at(path) if Path(path).is_file() else RunFolder(path)
     if folder.lock_path.exists():
         folder.lock().acquire().release()
@@ -97,6 +97,7 @@ def probe_lock(path) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = preflight(args)
     from ..training.signals import TrainingInterrupted
+    from .main import interrupted_exit
 
     if args.nproc is not None:
         from ..training.distributed import argv_without, launch
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
             print(f"rollfit train: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return interrupted_exit(exc.exit_code)
     if os.environ.get("RANK", "0") != "0":
         return 0
     m = result.metrics

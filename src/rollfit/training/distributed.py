@@ -48,6 +48,7 @@ from .step import COMPONENTS, Losses, as_dict, batch_loop
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the ones the trainer's InterruptGuard handles
+LAUNCHER_ENV = "ROLLFIT_NPROC_LAUNCHER"  # set for --nproc workers: they exit 0 when interrupted, the launcher reports
 
 
 @dataclass
@@ -120,6 +121,7 @@ class DistContext:
     def __init__(self, rank: int, world: int, local_rank: int, device: torch.device):
         self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
         self.full_batch = True
+        self._deferred: Optional[int] = None  # a signal that arrived during an all-reduce: next epoch
         self.train_weight = 1.0
         self.val_weight = 1.0
         self._step_weight = 1.0
@@ -219,14 +221,20 @@ class DistContext:
 
         keys = list(train)
         requested = getattr(guard, "requested", None)
+        if requested is None and self._deferred is not None:
+            requested, self._deferred = self._deferred, None
         flags = [float(save)] + [float(requested == s) for s in SIGNALS]
         vec = torch.stack([train[k].reshape(()).float() for k in keys] + [val.reshape(()).float() * self.val_weight])
         vec = torch.cat([vec, torch.tensor(flags, device=vec.device)])
         dist.all_reduce(vec)
         got = vec.tolist()
         hits = [s for s, f in zip(SIGNALS, got[len(keys) + 2:]) if f > 0]
-        if hits and requested is None:
+        if hits and getattr(guard, "requested", None) is None:
             guard.requested = hits[0]
+        elif not hits and getattr(guard, "requested", None) is not None:
+            # it arrived during the all-reduce, which the other ranks left without it: stopping
+            # now would leave them waiting in the next epoch's all-reduce; all stop after the next
+            self._deferred, guard.requested = guard.requested, None
         reduced = {k: vec[i] for i, k in enumerate(keys)}
         return reduced, vec[len(keys)], got[len(keys) + 1] > 0
 
@@ -322,17 +330,22 @@ def launch(nproc: int, command: list[str]) -> int:
                           f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}); drop --nproc")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env[LAUNCHER_ENV] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "rollfit", *command]
-    proc = subprocess.Popen(cmd, env=env)
+    # torchrun gets its own session, so a terminal's Ctrl-C reaches this process alone; every
+    # signal is passed on to the workers (they checkpoint and stop, and exit 0 for torchrun),
+    # never to torchrun itself, which would answer with a traceback.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     got: list[int] = []
 
     def forward(signum, frame) -> None:
-        # Ctrl-C in a terminal reaches torchrun and the workers already (one process group);
-        # a SIGTERM sent to this process alone is passed on, so the workers checkpoint and stop.
         got.append(signum)
-        if signum == signal.SIGTERM:
-            proc.send_signal(signum)
+        for pid in _children(proc.pid) or [proc.pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     previous = {s: signal.signal(s, forward) for s in SIGNALS}
     try:
@@ -340,4 +353,15 @@ def launch(nproc: int, command: list[str]) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return 128 + got[0] if got and code != 0 else code  # 130/143 as a one-process run reports
+    return 128 + got[0] if got else code  # 130/143 as a one-process run reports
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (torchrun's workers), from Linux's /proc; empty elsewhere."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return found
