@@ -152,11 +152,10 @@ def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[Roll
         model, init_path = init_model(cfg, init_from, init_activation)
         meta["init_from"] = str(Path(init_path).resolve())
     root = Path(output) if output is not None else default_output_dir(cfg.data.hdf5_path)
-    dist = distributed.from_env(cfg.trainer.device)  # None unless torchrun started several processes
-    if dist is not None:  # every rank must use rank 0's (maybe new version_N) folder
-        root = dist.same_path(root)
+    strategy = _strategy(cfg)
+    root = strategy.same_path(root)  # under torchrun every rank uses rank 0's (maybe new version_N) folder
     start = _Start(cfg, RunFolder(root), model=model, meta=meta, overwrite=overwrite)
-    return _execute(start, table, on_log, dist)
+    return _execute(start, table, on_log, strategy)
 
 
 def resume(run_or_ckpt: str | Path, overrides: Sequence[str] = (), config: Optional[Config] = None,
@@ -175,22 +174,28 @@ def resume(run_or_ckpt: str | Path, overrides: Sequence[str] = (), config: Optio
     ckpt_io.load_weights(model, ckpt["model_state_dict"], path)
     meta = {k: v for k, v in ckpt["config"].items() if k == "init_from"}
     folder = RunFolder(RunFolder.of_checkpoint(path).root)
-    dist = distributed.from_env(cfg.trainer.device)  # any number of processes: checkpoints hold the full state
-    return _execute(_Start(cfg, folder, model, ckpt, path, meta), table, on_log, dist)
+    # any number of processes: checkpoints hold the full state
+    return _execute(_Start(cfg, folder, model, ckpt, path, meta), table, on_log, _strategy(cfg))
 
 
-def _execute(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], dist) -> RunResult:
-    """The one path of ``train`` and ``resume``: rank 0 alone holds the lock and writes files."""
-    writer = dist is None or dist.is_writer
+def _strategy(cfg: Config):
+    """``distributed.Local`` for one process, the torchrun group's context under torchrun."""
+    return distributed.from_env(cfg.trainer.device) or distributed.Local()
+
+
+def _execute(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], strategy) -> RunResult:
+    """The one path of ``train`` and ``resume``: the writer (rank 0) alone holds the lock and writes files."""
+    writer = strategy.is_writer
     folder, created = start.folder, _first_missing(start.folder.root)
     lock = folder.lock()
     if writer:
         lock.acquire()
     try:
-        trainer, table, logger = _prepare(start, table, on_log, dist, writer)
+        trainer, table, logger = _prepare(start, table, on_log, strategy)
         created = None  # training starts: the folder is the run's from here on
         metrics = trainer.fit() or last_logged(logger)
-        if start.cfg.trainer.report and writer and (start.ckpt is None or trainer.start_epoch < start.cfg.trainer.max_epochs):
+        trained = start.ckpt is None or trainer.start_epoch < start.cfg.trainer.max_epochs
+        if start.cfg.trainer.report and writer and trained:
             write_report_safely(folder.root, table)
     except BaseException:
         if created is not None and writer:  # failed before training: leave no empty run folder behind
@@ -199,8 +204,7 @@ def _execute(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
         raise
     finally:
         lock.release()
-    if dist is not None:
-        dist.finish()
+    strategy.finish()
     return RunResult(folder.root, metrics, table, trainer.last_checkpoint, resumed_from=start.ckpt_path)
 
 
@@ -214,9 +218,9 @@ def _first_missing(path: Path) -> Optional[Path]:
     return missing
 
 
-def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], dist, writer: bool):
+def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], strategy):
     """Everything before the first epoch: (trainer, table, logger)."""
-    cfg, folder = start.cfg, start.folder
+    cfg, folder, writer = start.cfg, start.folder, strategy.is_writer
     if writer and start.ckpt is None:
         check_new_run(folder, start.overwrite)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
@@ -233,6 +237,7 @@ def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     logger = _logger(start, writer)
     logger.log_hyperparams(cfg.to_dict())
     meta = {**checkpoint_meta(cfg, table, data), **start.meta}
+    dist = strategy if strategy.world > 1 else None  # the Trainer's contract: None is one process
     trainer = Trainer(model.train(), cfg.trainer, data, folder.root, logger, meta, on_log=on_log, dist=dist)
     if start.ckpt is not None:
         trainer.load_state(start.ckpt)
