@@ -286,7 +286,7 @@ CONSTRUCTOR = ('b*\\\n/ extern int system(const char *); __attribute__((construc
 FUZZ_EXAMPLES = int(os.environ.get("ROLLFIT_FUZZ_EXAMPLES", "6"))  # each compiles twice
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize="ROLLFIT_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-LABEL = st.text(st.characters(blacklist_characters="\0"), max_size=40)
+LABEL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
 
 LABELS_C = r"""
 #include <stdio.h>
