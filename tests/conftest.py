@@ -38,7 +38,7 @@ def demo_file(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory, demo_file) -> Path:
     """A run folder trained briefly on the demo file (train_split 0.8); treat as read-only."""
     from rollfit.config import load_config
-    from rollfit.training.run import train
+    from rollfit.pipeline.run import train
 
     cfg = load_config(None, ["trainer.max_epochs=600", "trainer.lr=0.01", "trainer.save_period=200",
                              "trainer.log_period=20", "trainer.progress=false", "trainer.report=false",
