@@ -162,6 +162,15 @@ def test_a_stray_checkpoint_gets_its_outputs_beside_it(trained_run, tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["models"]
 
 
+def test_evaluate_cli_on_a_stray_checkpoint_writes_beside_it(trained_run, tmp_path, capsys):
+    models = tmp_path / "some" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(list_checkpoints(trained_run)[-1], models / "cot.ckpt")
+    assert main(["evaluate", "--run", str(models / "cot.ckpt")]) == 0
+    assert f"wrote {models / 'cot_metrics_validation.json'}" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["models"]
+
+
 def test_report_never_overwrites_the_metrics_of_another_file(trained_run, tmp_path):
     from rollfit.analysis.report import write_run_report
 

@@ -11,7 +11,6 @@ Metrics per output label: ``rmse``, ``mae``, ``r2``, ``max_abs_error`` and ``n``
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..data.datamodule import split_indices
 from ..data.table import RolloutTable
 from ..errors import ConfigError, DataError, DataFileNotFound, OutputError
 from ..io import atomic_write_json
-from ..runs.folder import LEGACY_METRICS_FILE, RunFolder
+from ..runs.folder import RunFolder
 from .surrogate import Surrogate
 
 METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
@@ -210,19 +209,6 @@ def write_metrics(run: str | Path | RunFolder, evaluation: Evaluation) -> Path:
     path = _folder(run).metrics(evaluation.file_tag)
     atomic_write_json(path, json_safe(evaluation.to_json()))
     return path
-
-
-def read_metrics(run: str | Path | RunFolder, tag: str = "validation") -> Optional[dict[str, Any]]:
-    """A run's saved metrics for ``tag``; a run from before named metrics files has its
-    ``metrics.json`` read instead (for validation or training rows only). None if absent."""
-    folder = _folder(run)
-    paths = [folder.metrics(tag)]
-    if tag in ("validation", "training"):
-        paths.append(folder.out / LEGACY_METRICS_FILE)
-    for p in paths:
-        if p.is_file():
-            return json.loads(p.read_text())
-    return None
 
 
 def save_or_warn(write: Callable[[], Path]) -> Optional[Path]:

@@ -32,7 +32,6 @@ CKPT_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
 LOCK_FILE = "rollfit.lock"
-LEGACY_METRICS_FILE = "metrics.json"  # written by rollfit before metrics files were named for their rows
 _EPOCH_RE = re.compile(r"ep_(\d+)\.ckpt$")
 
 
@@ -119,7 +118,8 @@ class RunFolder:
 
     def clear(self) -> None:
         """Delete an old run's files (``--overwrite``): checkpoints, logs, plots, metrics,
-        report and config. Other files in the folder are left alone."""
+        report and config (``metrics*.json`` includes the ``metrics.json`` of older rollfit
+        versions). Other files in the folder are left alone."""
         for d in (self.checkpoints, self.logs, self.plots):
             if d.is_dir():
                 shutil.rmtree(d)
