@@ -282,3 +282,10 @@ def test_optimize_vary_on_an_unwritable_run_fails_before_computing_naming_csv(tr
                  "--constraint", "gait_stride*gait_cadence=speed"])
     err = capsys.readouterr().err
     assert code == 2 and err.endswith("or not writable (Read-only file system); pass --csv FILE\n")
+
+
+def test_a_checkpoint_named_from_inside_its_checkpoints_folder_finds_its_run(trained_run, monkeypatch):
+    monkeypatch.chdir(trained_run / "checkpoints")
+    name = list_checkpoints(trained_run)[-1].name
+    folder = RunFolder.of_checkpoint(name)
+    assert folder.root == trained_run.resolve() and not folder.is_stray and folder.checkpoint == Path(name)

@@ -164,7 +164,7 @@ class RunFolder:
         parent = p.resolve().parent
         run = parent.parent
         if parent.name == CKPT_DIR and ((run / CONFIG_FILE).is_file() or (run / LOGS_DIR).is_dir()):
-            return cls(p.parent.parent, checkpoint=p)
+            return cls(p.parent.parent if p.parent.name == CKPT_DIR else run, checkpoint=p)  # "ep.ckpt" inside it
         return cls(p.parent, checkpoint=p, prefix=f"{_safe_part(p.stem)}_")
 
     @classmethod
