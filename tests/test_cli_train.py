@@ -179,11 +179,23 @@ def test_a_signal_during_the_all_reduce_stops_every_rank_one_epoch_later(monkeyp
     assert guard.requested == signal.SIGTERM  # in the next epoch, for every rank
 
 
-def test_interrupted_workers_of_nproc_exit_0_for_torchrun(monkeypatch):
-    from rollfit.cli.main import LAUNCHER_ENV, interrupted_exit
-    from rollfit.training.distributed import LAUNCHER_ENV as launcher_env
+def test_workers_of_nproc_report_to_the_launcher(tmp_path, monkeypatch):
+    from rollfit.cli import nproc
 
-    assert LAUNCHER_ENV == launcher_env
-    assert interrupted_exit(143) == 143
-    monkeypatch.setenv(LAUNCHER_ENV, "1")
-    assert interrupted_exit(143) == 0
+    with nproc.status_folder() as folder:
+        for rank, code, line in [(1, 2, "rollfit train: error: x"), (0, 2, "rollfit train: error: x"), (2, 0, None)]:
+            monkeypatch.setenv("RANK", str(rank))
+            if line:
+                nproc.report_error(line)
+            assert nproc.worker_exit(code) == 0  # torchrun sees success, the launcher the code
+        assert nproc.outcome(folder) == (["rollfit train: error: x"], 2)
+    monkeypatch.delenv("RANK")
+    assert nproc.worker_folder() is None and nproc.worker_exit(2) == 2
+
+
+@pytest.mark.slow
+def test_an_error_in_the_workers_of_nproc_is_one_line(tmp_path, demo_file):
+    proc = subprocess.run([sys.executable, "-m", "rollfit", "train", "--nproc", "2", "--hdf5", str(demo_file),
+                           "--output", str(tmp_path / "r"), "data.in_lbl=[gait_stide]"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("rollfit train: error: ") and "gait_stide" in proc.stderr

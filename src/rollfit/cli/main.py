@@ -22,14 +22,13 @@ from typing import Optional, Sequence
 
 from ..errors import RollfitError
 from .args import CommandParser, split_overrides
-
-LAUNCHER_ENV = "ROLLFIT_NPROC_LAUNCHER"  # = training.distributed.LAUNCHER_ENV (not imported: that needs torch)
+from .nproc import report_error, worker_exit, worker_folder
 
 
 def command_modules() -> list[ModuleType]:
     """The subcommand modules of this package (those with ``register``), in ``ORDER``."""
     folder = str(Path(__file__).parent)
-    names = [m.name for m in pkgutil.iter_modules([folder]) if m.name not in ("main", "args")]
+    names = [m.name for m in pkgutil.iter_modules([folder]) if m.name not in ("main", "args", "nproc")]
     mods = [importlib.import_module(f"{__package__}.{n}") for n in names]
     return sorted((m for m in mods if hasattr(m, "register")), key=lambda m: (getattr(m, "ORDER", 99), m.__name__))
 
@@ -68,10 +67,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         if "--debug" in argv:
             raise
-        return _interrupted(argv, as_program)
-    if as_program and (code in (130, 143) or os.environ.get(LAUNCHER_ENV)):
+        code = _interrupted(argv)
+    if as_program and (code in (130, 143) or worker_folder() is not None):
         _ignore_sigint()  # stopped by a signal (or a --nproc worker): a second Ctrl-C while exiting is ignored
-    return code
+    return worker_exit(code)
 
 
 def _run(argv: list[str]) -> int:
@@ -90,7 +89,7 @@ def _run(argv: list[str]) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"rollfit {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        report_error(f"rollfit {args.command}: error: {one_line(exc)}")
         return exc.exit_code if isinstance(exc, RollfitError) else 2 if isinstance(exc, OSError) else 1
 
 
@@ -107,20 +106,12 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _interrupted(argv: list[str], as_program: bool) -> int:
-    """One line for Ctrl-C; as the program, further Ctrl-Cs during shutdown are ignored."""
-    if as_program:
-        _ignore_sigint()
+def _interrupted(argv: list[str]) -> int:
+    """One line for Ctrl-C (from rank 0 alone under torchrun)."""
     name = next((a for a in argv if not a.startswith("-")), "")
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+    if os.environ.get("RANK", "0") == "0":
         print(f"rollfit{' ' + name if name else ''}: interrupted", file=sys.stderr)
-    return interrupted_exit(130)
-
-
-def interrupted_exit(code: int) -> int:
-    """The exit code of an interrupted command: ``code``, but 0 in a worker of ``--nproc``,
-    whose launcher reports the signal (a non-zero worker makes torchrun print a traceback)."""
-    return 0 if os.environ.get(LAUNCHER_ENV) else code
+    return 130
 
 
 def _ignore_sigint() -> None:

@@ -97,18 +97,15 @@ def probe_lock(path) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = preflight(args)
     from ..training.signals import TrainingInterrupted
-    from .main import interrupted_exit
 
     if args.nproc is not None:
-        from ..training.distributed import argv_without, launch
-
-        return launch(args.nproc, ["train", *argv_without(args, args.parser)])
+        return launch_workers(args)
     try:
         result = resume_run(args, cfg) if args.resume else new_run(args, cfg)
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
             print(f"rollfit train: {exc}", file=sys.stderr)
-        return interrupted_exit(exc.exit_code)
+        return exc.exit_code
     if os.environ.get("RANK", "0") != "0":
         return 0
     m = result.metrics
@@ -117,6 +114,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
     return 0
+
+
+def launch_workers(args: argparse.Namespace) -> int:
+    """``--nproc N``: the same command in N torchrun workers; their errors are printed here, once."""
+    from ..training.distributed import argv_without, launch
+    from .nproc import outcome, status_folder
+
+    with status_folder() as folder:
+        code = launch(args.nproc, ["train", *argv_without(args, args.parser)])
+        lines, worker_code = outcome(folder)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return code or worker_code
 
 
 def new_run(args: argparse.Namespace, cfg):

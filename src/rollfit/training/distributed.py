@@ -48,7 +48,6 @@ from .step import COMPONENTS, Losses, as_dict, batch_loop
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the ones the trainer's InterruptGuard handles
-LAUNCHER_ENV = "ROLLFIT_NPROC_LAUNCHER"  # set for --nproc workers: they exit 0 when interrupted, the launcher reports
 
 
 @dataclass
@@ -330,12 +329,11 @@ def launch(nproc: int, command: list[str]) -> int:
                           f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}); drop --nproc")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    env[LAUNCHER_ENV] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "rollfit", *command]
     # torchrun gets its own session, so a terminal's Ctrl-C reaches this process alone; every
-    # signal is passed on to the workers (they checkpoint and stop, and exit 0 for torchrun),
-    # never to torchrun itself, which would answer with a traceback.
+    # signal is passed on to the workers (they checkpoint and stop), never to torchrun itself,
+    # which would answer with a traceback (rollfit's workers report to the CLI, see cli/nproc.py).
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     got: list[int] = []
 
