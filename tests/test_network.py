@@ -117,3 +117,31 @@ def test_seed_snippet_constructor_call_works():
                           residual=cfg["residual"])
     model.load_state_dict(model.state_dict())
     assert model.eval()(torch.ones(3, 2)).shape == (3, 1)
+
+
+def test_seed_snippet_model_x_is_physical_for_original_and_rollfit_runs(fixtures_dir, trained_run):
+    """The seed's loading snippet then ``model(x)``: the original's reference run (raw-target
+    weights, loaded with its convention) and a rollfit run (normalized targets) both give
+    original units, the numbers ``Surrogate.predict`` gives."""
+    import numpy as np
+
+    from rollfit.analysis.surrogate import Surrogate
+    from rollfit.runs.checkpoint import list_checkpoints, load_model
+
+    ref = np.load(fixtures_dir / "reference_run" / "expected_predictions.npz")
+    original, _, _ = load_model(fixtures_dir / "reference_run")
+    with torch.no_grad():
+        got = original(torch.as_tensor(ref["X"])).numpy()
+    np.testing.assert_allclose(got, ref["Y"], rtol=1e-5)
+    checkpoint = torch.load(list_checkpoints(trained_run)[-1], weights_only=True)
+    config = checkpoint["config"]
+    model = RegressionNet(input_dim=config["input_dim"], output_dim=config["output_dim"], layers=config["layers"],
+                          input_mean=torch.tensor(config["input_mean"]), input_std=torch.tensor(config["input_std"]),
+                          target_mean=torch.tensor(config["target_mean"]), target_std=torch.tensor(config["target_std"]),
+                          residual=config["residual"])
+    model.load_state_dict(checkpoint["model_state_dict"])
+    model.eval()
+    x = torch.tensor([[0.9, 1.0], [1.1, 1.05]])
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), Surrogate.load(trained_run).predict(x.numpy()), rtol=1e-6)
+    assert config["resolved"]["engine"] == "eager" and config["resolved"]["torch"] == torch.__version__
