@@ -76,6 +76,7 @@ def test_missing_data_file_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "nope.h5" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unknown_label_error_through_subprocess(tmp_path, demo_file):
     proc = subprocess.run([sys.executable, "-m", "rollfit", "train", "--hdf5", str(demo_file), "--output",
                            str(tmp_path / "r"), "data.in_lbl=[gait_stide]", *FAST], capture_output=True, text=True)
