@@ -246,7 +246,7 @@ def test_cli_resume_errors_are_one_line(tmp_path, reference, capsys):
                                        f"run continues in its own folder), but got '{tmp_path / 'x'}'\n")
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err == (f"rollfit train: error: {tmp_path / 'nothing'}: expected a run folder or a "
-                                       f"checkpoint file to resume, but it does not exist\n")
+                                       f"checkpoint file, but it does not exist\n")
     empty = tmp_path / "empty"
     (empty / "checkpoints").mkdir(parents=True)
     (empty / "checkpoints" / checkpoint_name(0)).write_bytes(b"\0" * 10)
