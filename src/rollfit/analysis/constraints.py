@@ -17,8 +17,8 @@ left and is right-associative, as in Python: ``-a^2 = -(a^2)``, ``2^3^2 = 2^9``)
     atom       := NUMBER | NAME | QUOTED_NAME | '(' expr ')'
 
 A NAME is ``[A-Za-z_][A-Za-z0-9_]*``; a label with other characters (``metabolic/cot/MA/mean``)
-is written in quotes or backticks. Errors are ``ExpressionError`` (a ``ConfigError``) whose
-message gives the column and shows the expression with a caret under the problem.
+is written in quotes or backticks. Errors are ``ExpressionError`` (a ``ConfigError``): one
+line giving the column; its ``caret`` shows the expression with a caret under the problem.
 
 Limits, so no text can hang or crash the parser: at most ``MAX_CHARS`` characters and
 ``MAX_TOKENS`` tokens, ``MAX_DEPTH`` levels of nesting (parentheses, signs, powers), constant
@@ -57,17 +57,23 @@ _TOKEN_RE = re.compile(r"""
 class ExpressionError(ConfigError):
     """A target or constraint expression that cannot be parsed or names an unknown label.
 
-    ``column`` is 1-based; the message's first line follows the error grammar, the next
-    two lines show the expression and a caret under the offending column.
+    The message is one line in the error grammar, with the 1-based ``column``; ``caret``
+    shows the expression (a window of it when long) with a caret under that column, for
+    interactive use.
     """
 
     def __init__(self, where: str, text: str, column: int, expected: str, got: str, hint: str = ""):
         self.where, self.text, self.column = where, text, column
         self.reason = f"{where}, column {column}: expected {expected}, but got {got}{hint}"
-        lo = max(0, column - 1 - _SHOWN)
-        shown = ("..." if lo else "") + text[lo:column - 1 + _SHOWN] + ("..." if len(text) > column - 1 + _SHOWN else "")
-        caret = column - 1 - lo + (3 if lo else 0)
-        super().__init__(f"{self.reason}\n    {shown}\n    {' ' * caret}^")
+        super().__init__(self.reason)
+
+    @property
+    def caret(self) -> str:
+        """Two lines: the expression around ``column`` and a caret under it."""
+        lo = max(0, self.column - 1 - _SHOWN)
+        end = self.column - 1 + _SHOWN
+        shown = ("..." if lo else "") + self.text[lo:end] + ("..." if len(self.text) > end else "")
+        return f"    {shown}\n    {' ' * (self.column - 1 - lo + (3 if lo else 0))}^"
 
 
 @dataclass(frozen=True)
