@@ -95,8 +95,8 @@ def _run(argv: list[str]) -> int:
 
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one line; an unexpected error names its type and the way to see more."""
-    if isinstance(exc, RollfitError):
-        text = str(exc)
+    if isinstance(exc, RollfitError):  # its first line (a constraint error adds a caret diagram below)
+        text = (str(exc).strip().splitlines() or [""])[0]
     elif isinstance(exc, OSError) and exc.strerror:
         where = f"{exc.filename}: " if exc.filename else ""
         text = f"{where}expected to read or write it, but got: {exc.strerror}"
