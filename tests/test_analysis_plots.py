@@ -110,11 +110,15 @@ def test_hold_defaults_to_the_training_median_and_names_are_checked():
         plots.hold_values(s, inputs, {"cc": 1.0})
     with pytest.raises(ConfigError, match="--pairs: expected two different inputs, but got 'a,a'"):
         plots.contour_data(s, ("a", "a"), plots.hold_values(s, inputs))
-    assert plots.parse_hold(["a=1.5", " c = -2"]) == {"a": 1.5, "c": -2.0}
-    with pytest.raises(ConfigError, match="--hold 'a:1': expected NAME=VALUE with a number"):
-        plots.parse_hold(["a:1"])
+    from rollfit.cli.args import parse_assignments  # the CLI parses --hold and --pairs before torch is imported
+    from rollfit.cli.plot import parse_pairs
+
+    assert parse_assignments(["a=1.5", " c = -2"], "--hold") == {"a": 1.5, "c": -2.0}
+    with pytest.raises(ConfigError, match="--hold: expected NAME=VALUE, but got 'a:1'"):
+        parse_assignments(["a:1"], "--hold")
+
     with pytest.raises(ConfigError, match="--pairs 'a': expected two input names separated by a comma"):
-        plots.parse_pairs(["a"])
+        parse_pairs(["a"])
 
 
 def test_slice_data_marks_rows_near_the_held_values():

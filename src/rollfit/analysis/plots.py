@@ -118,21 +118,6 @@ def residual_data(y_true: np.ndarray, y_pred: np.ndarray, out_lbl: Sequence[str]
 
 
 # ----------------------------------------------------------------------------- held inputs
-def parse_hold(items: Sequence[str]) -> dict[str, float]:
-    """``["name=value", ...]`` (the CLI's --hold) as a dict of floats."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"--hold '{item}': expected NAME=VALUE with a number, e.g. gait_cadence=1.0, "
-                              f"but got '{item}'") from None
-    return out
-
-
 def check_input_name(name: str, in_lbl: Sequence[str], where: str) -> str:
     """``name`` if it is an input label, else a ConfigError naming the inputs."""
     if name not in in_lbl:
@@ -408,18 +393,6 @@ def save_figure(fig, path: str | Path) -> Path:
 def default_pairs(in_lbl: Sequence[str]) -> list[tuple[str, str]]:
     """The first two inputs, when there are two."""
     return [(in_lbl[0], in_lbl[1])] if len(in_lbl) >= 2 else []
-
-
-def parse_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
-    """``["a,b", ...]`` (the CLI's --pairs) as name pairs."""
-    out = []
-    for item in items:
-        parts = [p.strip() for p in item.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"--pairs '{item}': expected two input names separated by a comma, e.g. "
-                              f"gait_stride,gait_cadence, but got '{item}'")
-        out.append((parts[0], parts[1]))
-    return out
 
 
 def _failed_or_empty(table, in_lbl: Sequence[str]) -> np.ndarray:

@@ -3,8 +3,8 @@
 The lock is an exclusive ``flock`` on ``<run>/rollfit.lock``, which holds the owner's pid.
 The kernel releases a ``flock`` when its process dies, so the lock of a killed run (a stale
 file naming a dead pid) is simply taken over; a live holder makes the second writer fail at
-once with a one-line error naming the holder's pid. Where ``fcntl`` is missing (Windows),
-the pid in the file decides: a live pid holds the lock, a dead one is taken over.
+once with a one-line error naming the holder's pid. Where ``fcntl`` is missing (Windows)
+the file only records the writer's pid and does not exclude a second one.
 """
 from __future__ import annotations
 
@@ -19,19 +19,6 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists (signal 0 probes without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, OverflowError, ValueError):
-        return False
-    return True
 
 
 def _read_pid(path: Path) -> Optional[int]:
@@ -83,12 +70,9 @@ class RunLock:
 
     def _try_open(self) -> Optional[int]:
         """An open, locked descriptor of the lock file, or None when a live process holds it."""
-        if fcntl is None:  # pragma: no cover - pid-based fallback
-            pid = _read_pid(self.path)
-            if pid is not None and pid != os.getpid() and _pid_alive(pid):
-                return None
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:  # pragma: no cover - no flock here: the pid file only names the writer
+            return fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
