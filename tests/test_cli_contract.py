@@ -380,3 +380,15 @@ def test_a_busy_run_folder_is_refused_before_torch(tmp_path):
     assert proc.stderr == (f"rollfit train: error: {tmp_path / 'busy'}: expected a run folder no other process is "
                            f"writing, but it is locked by pid {pid} (rollfit.lock); wait for that run to end or use "
                            f"another --output\n")
+
+
+def test_a_multi_line_error_shows_its_first_line(monkeypatch, capsys):
+    import rollfit.cli.inspect as inspect_cmd
+    from rollfit.errors import ConfigError
+
+    def caret(args):
+        raise ConfigError("constraint 'a*(2', column 5: expected ')'\n  a*(2\n      ^")
+
+    monkeypatch.setattr(inspect_cmd, "run", caret)
+    assert main(["inspect", "--hdf5", "x"]) == 2
+    assert capsys.readouterr().err == "rollfit inspect: error: constraint 'a*(2', column 5: expected ')'\n"
