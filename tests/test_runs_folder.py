@@ -289,3 +289,18 @@ def test_a_checkpoint_named_from_inside_its_checkpoints_folder_finds_its_run(tra
     name = list_checkpoints(trained_run)[-1].name
     folder = RunFolder.of_checkpoint(name)
     assert folder.root == trained_run.resolve() and not folder.is_stray and folder.checkpoint == Path(name)
+
+
+def test_the_next_report_removes_orphans_of_a_killed_command_but_not_live_ones(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    old, fresh = run / ".report.html.k1ll3d.tmp", run / "plots" / ".loss.png.live.tmp"
+    fresh.parent.mkdir(exist_ok=True)
+    for p in (old, fresh):
+        p.write_bytes(b"half")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    with RunLock(run / "rollfit.lock"):  # a run writing: nothing of its is touched
+        assert RunFolder(run).clean_orphans() == []
+    assert old.exists()
+    RunFolder(run).check_output()
+    assert not old.exists() and fresh.exists()  # a recent file may be a live write of another command

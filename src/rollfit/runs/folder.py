@@ -17,8 +17,10 @@ confined to the folder with ``inside``. This module imports no torch: the CLI re
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +34,7 @@ CKPT_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
 LOCK_FILE = "rollfit.lock"
+ORPHAN_AGE_S = 60.0  # a temporary file unchanged this long belongs to no live write
 _EPOCH_RE = re.compile(r"ep_(\d+)\.ckpt$")
 
 
@@ -126,21 +129,37 @@ class RunFolder:
         for f in [self.config, self.report, *self.root.glob("metrics*.json")]:
             f.unlink(missing_ok=True)
 
-    def remove_stale_temp_files(self) -> list[Path]:
-        """Delete temporary files a killed process left (``.<name>.*.tmp``, write probes)."""
+    def remove_stale_temp_files(self, older_than: float = 0.0) -> list[Path]:
+        """Delete temporary files a killed process left (``.<name>.*.tmp``, write probes) in
+        the run folder and its subfolders; only those unchanged for ``older_than`` seconds."""
         if not self.root.is_dir():
             return []
-        removed = []
+        removed, now = [], time.time()
         for folder in [self.root, *(p for p in self.root.iterdir() if p.is_dir())]:
             for p in [*folder.glob(".*.tmp"), *folder.glob(".rollfit-probe.*")]:
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-                    removed.append(p)
+                with contextlib.suppress(OSError):
+                    if p.is_file() and now - p.stat().st_mtime >= older_than:
+                        p.unlink()
+                        removed.append(p)
         return removed
+
+    def clean_orphans(self) -> list[Path]:
+        """Remove temporary files of killed commands when no run is writing the folder (the
+        lock is free): a live writer's files are never touched; recent ones are left too."""
+        lock = self.lock()
+        try:
+            lock.acquire()
+        except OutputError:  # a run writes here (its temporary files are live), or the folder is read-only
+            return []
+        try:
+            return self.remove_stale_temp_files(older_than=ORPHAN_AGE_S)
+        finally:
+            lock.release()
 
     def check_output(self, way_out: str = "--output DIR") -> Path:
         """The output folder (``out``), checked writable before anything is computed, so a
-        read-only run folder costs no work: the error names ``way_out`` (the flag to use)."""
+        read-only run folder costs no work: the error names ``way_out`` (the flag to use).
+        Orphan temporary files of killed commands are removed here (the next writer)."""
         try:
             check_writable(self.out)
         except OutputError as exc:
@@ -149,6 +168,8 @@ class RunFolder:
             raise OutputError(f"{self.out}: expected a writable run folder for the outputs, but it is read-only "
                               f"or not writable ({str(exc).rsplit('(', 1)[-1].rstrip(')')}); "
                               f"pass {way_out}") from None
+        if self.out == self.root:
+            self.clean_orphans()
         return self.out
 
     def with_output(self, out: str | Path) -> "RunFolder":
