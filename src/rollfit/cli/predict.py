@@ -174,9 +174,10 @@ def hdf5_input(surrogate, path: str | Path) -> tuple[list[str], list[list[str]],
     return header, cells, table.inputs
 
 
-def predict_file(surrogate, input_path: str | Path, output_path: str | Path) -> int:
+def predict_file(surrogate, input_path: str | Path, output_path: str | Path, csv_table=None) -> int:
     """Write the predictions for ``input_path`` (CSV or rollout HDF5) to ``output_path``; returns rows.
-    Warns once per input column outside the training range."""
+    ``csv_table``: the CSV's (header, rows) when already read. Warns once per input column
+    outside the training range."""
     import warnings
 
     from ..io import atomic_write_text
@@ -186,7 +187,7 @@ def predict_file(surrogate, input_path: str | Path, output_path: str | Path) -> 
     if is_hdf5(p):
         header, cells, x = hdf5_input(surrogate, p)
     else:
-        header, cells = read_csv(p)
+        header, cells = csv_table or read_csv(p)
         x = numeric_columns(p, header, cells, surrogate.in_lbl)
     if len(x):
         for w in range_warnings(x, surrogate.in_lbl, surrogate.bounds, surrogate.bounds_are_estimated):
@@ -208,11 +209,10 @@ def run(args: argparse.Namespace) -> int:
     p = Path(args.input)
     check_run(args.run)
     check_input(p)
-    if not is_hdf5(p):
-        read_csv(p)  # encoding and CSV structure, before torch is imported
+    table = None if is_hdf5(p) else read_csv(p)  # encoding and CSV structure, before torch is imported
     from ..analysis.surrogate import Surrogate
 
     s = Surrogate.load(args.run, activation=args.activation)
-    n = predict_file(s, args.input, args.csv)
+    n = predict_file(s, args.input, args.csv, table)
     print(f"wrote {n} rows with predicted {', '.join(s.out_lbl)} to {args.csv}")
     return 0
