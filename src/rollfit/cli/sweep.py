@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Sweep config keys named in SPACE.yaml (e.g. 'trainer.lr: {loguniform: [1e-4, 1e-1]}'; a plain "
         "list is a grid). Each trial is a run folder DIR/trial_NNNNN; DIR also gets results.csv, "
         "best_config.yaml (for rollfit train), sweep_plot.png and sweep.json. ASHA stops lagging trials; "
-        "Optuna proposes values when installed."))
+        "Optuna proposes values when installed. (To trace a trained run's optimum along swept inputs, use "
+        "rollfit optimize --vary.)"))
     p.add_argument("--space", required=True, metavar="SPACE.yaml", help="dotted config keys -> distributions")
     p.add_argument("--output", required=True, metavar="DIR", help="new or empty folder for the sweep")
     p.add_argument("--samples", type=COUNT, metavar="N", help="samples of the space (default: 10; 1 pass when it "
