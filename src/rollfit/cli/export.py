@@ -2,7 +2,7 @@
 
 Each export writes the artefact (``--file``) and ``<file>.json`` (labels, input bounds, rollfit
 version, source checkpoint hash), after checking the artefact against the PyTorch model on
-random inputs within the input bounds (docs/interop.md).
+random inputs within the input bounds (docs/guide.md, Export).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``--resume RUN_OR_CKPT`` continues an interrupted run exactly where its newest complete
 checkpoint left it; ``--init-from RUN_OR_CKPT`` starts a new run from another run's weights
 (fine-tuning, fresh optimizer). SIGINT/SIGTERM end a run with a checkpoint and print the
-command that resumes it (docs/resilience.md).
+command that resumes it (docs/guide.md, Resume, fine-tune, interruptions).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "optimizer: fine-tuning; architecture and labels come from the checkpoint")
     p.add_argument("--nproc", type=integer(1, 1024), metavar="N",
                    help="data-parallel training in N processes on this machine: shorthand for "
-                        "torchrun --standalone --nproc_per_node N -m rollfit train ... (docs/distributed.md)")
+                        "torchrun --standalone --nproc_per_node N -m rollfit train ... (docs/guide.md, Distributed training)")
     p.set_defaults(func=run)
 
 
