@@ -13,8 +13,8 @@ from .args import COUNT, SEED, check_file, check_paths, command, integer, load_c
 def register(sub: argparse._SubParsersAction) -> None:
     from ..sweep.runner import METRICS
 
-    p = command(sub, "sweep", "config", "hdf5", "overrides", help="hyperparameter sweep on Ray Tune (needs rollfit[ray])",
-                description=(
+    p = command(sub, "sweep", "config", "hdf5", "overrides",
+                help="hyperparameter sweep on Ray Tune (needs rollfit[ray])", description=(
         "Sweep config keys named in SPACE.yaml (e.g. 'trainer.lr: {loguniform: [1e-4, 1e-1]}'; a plain "
         "list is a grid). Each trial is a run folder DIR/trial_NNNNN; DIR also gets results.csv, "
         "best_config.yaml (for rollfit train), sweep_plot.png and sweep.json. ASHA stops lagging trials; "

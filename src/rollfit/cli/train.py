@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "optimizer: fine-tuning; architecture and labels come from the checkpoint")
     p.add_argument("--nproc", type=integer(1, 1024), metavar="N",
                    help="data-parallel training in N processes on this machine: shorthand for "
-                        "torchrun --standalone --nproc_per_node N -m rollfit train ... (docs/guide.md, Distributed training)")
+                        "torchrun --standalone --nproc_per_node N -m rollfit train ... "
+                        "(docs/guide.md, Distributed training)")
     p.set_defaults(func=run)
 
 
