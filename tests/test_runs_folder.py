@@ -304,3 +304,14 @@ def test_the_next_report_removes_orphans_of_a_killed_command_but_not_live_ones(t
     assert old.exists()
     RunFolder(run).check_output()
     assert not old.exists() and fresh.exists()  # a recent file may be a live write of another command
+
+
+def test_resume_does_not_write_the_cache_where_a_checkpoint_says(demo_file, tmp_path):
+    run = _train(demo_file, tmp_path / "run").run_dir
+    newest = list_checkpoints(run)[-1]
+    ckpt = torch.load(newest, weights_only=True)
+    elsewhere = tmp_path / "elsewhere"
+    ckpt["config"]["run_config"]["data"].update(cache=True, cache_dir=str(elsewhere))
+    save_checkpoint(newest, ckpt)
+    resume(run, ["trainer.max_epochs=6"])
+    assert not elsewhere.exists()

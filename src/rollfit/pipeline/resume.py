@@ -57,6 +57,8 @@ def resume_config(ckpt: dict[str, Any], path: Path, overrides: Sequence[str] = (
                   hdf5: Any = None) -> Config:
     """The config to continue with: the checkpoint's run config (or ``config``) plus overrides.
 
+    The checkpoint's ``data.cache_dir`` is not used (the default cache, or the caller's):
+    a path read from a checkpoint never decides where files are written outside its run.
     Raises ``ConfigError`` listing every changed key that a resume may not change.
     """
     saved_raw = ckpt["config"].get("run_config")
@@ -64,7 +66,7 @@ def resume_config(ckpt: dict[str, Any], path: Path, overrides: Sequence[str] = (
         raise ConfigError(f"{path}: expected the run config in the checkpoint, but it has none; "
                           f"fine-tune with --init-from instead")
     saved = validate(saved_raw, source=f"{path}: run_config")
-    base = config.to_dict() if config is not None else saved.to_dict()
+    base = config.to_dict() if config is not None else _without_cache_dir(saved.to_dict())
     cfg = validate(apply_overrides(base, list(overrides)), source="resume config")
     if hdf5 is not None:
         cfg.data.hdf5_path = hdf5
@@ -76,6 +78,10 @@ def resume_config(ckpt: dict[str, Any], path: Path, overrides: Sequence[str] = (
                           f"start a new run or fine-tune with --init-from (a resume may change only "
                           f"{', '.join(ALLOWED_RESUME_CHANGES)})")
     return cfg
+
+
+def _without_cache_dir(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {**cfg, "data": {**cfg.get("data", {}), "cache_dir": None}}
 
 
 def check_same_data(ckpt: dict[str, Any], path: Path, table: RolloutTable, data: HDF5DataModule) -> None:
