@@ -320,6 +320,7 @@ class FusedEngine:
     def _batch(self, xn: Tensor, yn: Tensor, idx: Tensor, loss: Loss) -> Losses:
         out = self._grad(*self._gather(xn, yn, idx), loss)
         self._adam_step()
+        self._fw_key = (None, None)  # Adam writes through .data, which no version counter sees
         return out
 
     def _grad(self, xb: Tensor, yb: Tensor, loss: Loss) -> Losses:

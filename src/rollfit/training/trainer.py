@@ -206,6 +206,7 @@ class Trainer:
         at ``state["epoch"] + 1``. A resumed run makes no timing-based choice (threads)."""
         self.threads.timed = False
         self._restore(state)
+        self.logger.log_resolved(self.resolved())
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Load a training state in place (tensors copied, so engines holding them stay valid)."""
