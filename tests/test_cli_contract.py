@@ -392,3 +392,12 @@ def test_a_multi_line_error_shows_its_first_line(monkeypatch, capsys):
     monkeypatch.setattr(inspect_cmd, "run", caret)
     assert main(["inspect", "--hdf5", "x"]) == 2
     assert capsys.readouterr().err == "rollfit inspect: error: constraint 'a*(2', column 5: expected ')'\n"
+
+
+def test_an_earlier_demo_is_kept_unless_overwrite(tmp_path, capsys):
+    fake_run(tmp_path)  # tmp_path/run holds a run, as an earlier demo leaves it
+    assert main(["demo", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"rollfit demo: error: {tmp_path}: expected a new folder for the demo, but it "
+                                       "holds an earlier demo's run; replace it with --overwrite, or choose another "
+                                       "--output\n")
+    assert not (tmp_path / "rollout_data.h5").exists()  # nothing was written

@@ -26,11 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of param groups to simulate, 20 to 1000000 (default: %(default)s)")
     p.add_argument("--seed", type=SEED, default=0, metavar="N",
                    help="seed of the synthetic data (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --output")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_folder(args.output)
+    check_no_earlier_demo(Path(args.output), args.overwrite)
     cfg = load_config_args(args, DEMO_OVERRIDES)  # checked before anything is written
     from ..data.synthetic import make_demo_file
     from ..pipeline.run import train
@@ -40,11 +42,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote synthetic rollouts: {data_file}")
     cfg.data.hdf5_path = str(data_file.resolve())
     cfg.data.cache = False
-    result = train(cfg, out / "run")
+    result = train(cfg, out / "run", overwrite=args.overwrite)
     print(f"trained on {len(result.table)} rows ({result.table.n_failed} failed runs left out)")
     _report_against_truth(result.run_dir)
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def check_no_earlier_demo(out: Path, overwrite: bool) -> None:
+    """An earlier demo in ``out`` is kept (its data file too) unless ``--overwrite``."""
+    from ..errors import OutputError
+    from ..runs.folder import RunFolder
+
+    if not overwrite and RunFolder(out / "run").run_markers():
+        raise OutputError(f"{out}: expected a new folder for the demo, but it holds an earlier demo's run; "
+                          "replace it with --overwrite, or choose another --output")
 
 
 def _report_against_truth(run_dir: Path) -> None:
