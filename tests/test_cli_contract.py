@@ -253,8 +253,8 @@ def test_second_ctrl_c_during_shutdown_is_one_line(tmp_path):
         cmd.run = run
         import rollfit.cli.main as m
         real = m._interrupted
-        def twice(argv, as_program):
-            code = real(argv, as_program)
+        def twice(argv):
+            code = real(argv)
             os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while shutting down
             time.sleep(0.1)
             return code

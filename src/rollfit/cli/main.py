@@ -67,6 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         if "--debug" in argv:
             raise
+        if as_program:
+            _ignore_sigint()  # a second Ctrl-C while this one is reported and the process exits
         code = _interrupted(argv)
     if as_program and (code in (130, 143) or worker_folder() is not None):
         _ignore_sigint()  # stopped by a signal (or a --nproc worker): a second Ctrl-C while exiting is ignored
