@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..analysis.evaluate import (CrossValidation, fold_assignment, fold_config, load_run_table, regression_metrics,
                                  run_split)
 from ..analysis.surrogate import Surrogate
+from ..config import validate
 from ..data.table import RolloutTable
+from ..training.trainer import resolve_device
 from .run import train
 
 
 def _fold_job(job: dict[str, Any]) -> tuple[int, np.ndarray]:
     """Train on one fold's training rows and predict its held-out rows (runs in a worker)."""
-    import torch
-
-    from ..config import validate
-
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     result = train(validate(job["config"], source="run config"), job["out"], table=job["table"])
@@ -46,8 +45,6 @@ def cv_workers(k: int, config: dict[str, Any], requested: Optional[int] = None) 
     """Folds trained at once: one per core on CPU (at most K), one on a GPU (they share it)."""
     if requested:
         return max(1, min(int(requested), k))
-    from ..training.trainer import resolve_device
-
     if resolve_device(config["trainer"]["device"]).type != "cpu":
         return 1
     return max(1, min(k, _cores()))
