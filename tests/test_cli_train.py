@@ -119,13 +119,13 @@ def test_inspect_takes_the_files_from_the_config(demo_file, tmp_path, capsys):
                                        "none (nor data.hdf5_path in a --config)\n")
 
 
-def _nproc_run(tmp_path, demo_file, signals):
+def _nproc_run(tmp_path, demo_file, signals, nproc=("--nproc", "2")):
     """``train --nproc 2`` until its first checkpoint, then ``signals`` to the launcher alone."""
     import signal
     import time
 
     out = tmp_path / "two"
-    proc = subprocess.Popen([sys.executable, "-m", "rollfit", "train", "--nproc", "2", "--hdf5", str(demo_file),
+    proc = subprocess.Popen([sys.executable, "-m", "rollfit", "train", *nproc, "--hdf5", str(demo_file),
                              "--output", str(out), "trainer.max_epochs=1000000", "trainer.save_period=50",
                              "trainer.progress=false", "trainer.report=false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -200,3 +200,11 @@ def test_an_error_in_the_workers_of_nproc_is_one_line(tmp_path, demo_file):
                            "--output", str(tmp_path / "r"), "data.in_lbl=[gait_stide]"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("rollfit train: error: ") and "gait_stide" in proc.stderr
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_in_one_process_aborts_with_one_line(tmp_path, demo_file):
+    code, err = _nproc_run(tmp_path, demo_file, ["SIGINT", "SIGINT"], nproc=())
+    assert code == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == "rollfit train: interrupted" or \
+        err.splitlines()[-1].startswith("rollfit train: interrupted by SIGINT")
