@@ -315,3 +315,14 @@ def test_resume_does_not_write_the_cache_where_a_checkpoint_says(demo_file, tmp_
     save_checkpoint(newest, ckpt)
     resume(run, ["trainer.max_epochs=6"])
     assert not elsewhere.exists()
+
+
+def test_cli_train_into_a_finished_run_is_one_line_and_overwrite_replaces_it(demo_file, tmp_path, capsys):
+    run = _train(demo_file, tmp_path / "run").run_dir
+    args = ["train", "--hdf5", str(demo_file), "--output", str(run), *QUICK]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"rollfit train: error: {run}: expected a new or empty run folder, but it holds a run (config.yaml, "
+                   f"checkpoints/, logs/); continue it with --resume {run}, or replace it with --overwrite\n")
+    assert main([*args, "--overwrite"]) == 0
+    assert len(list((run / "logs").glob("*_hparams.json"))) == 1
