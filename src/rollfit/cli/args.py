@@ -214,17 +214,14 @@ def add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
 
 
-_PARENTS: dict[str, argparse.ArgumentParser] = {}
 GROUPS = {"run": _run, "activation": _activation, "hdf5": _hdf5, "config": _config, "overrides": _overrides,
           "outputs": _outputs, "json": _json, "debug": add_debug}
 
 
 def groups(*names: str) -> list[argparse.ArgumentParser]:
-    """Parent parsers of the named shared groups (each declared once, here)."""
-    for name in names:
-        if name not in _PARENTS:
-            _PARENTS[name] = parent(GROUPS[name])
-    return [_PARENTS[n] for n in names]
+    """Parent parsers of the named shared groups (each declared once, here; built afresh for
+    each command, so no two parsers share an argparse action)."""
+    return [parent(GROUPS[n]) for n in names]
 
 
 def command(sub: argparse._SubParsersAction, name: str, *shared: str, **kw) -> argparse.ArgumentParser:
