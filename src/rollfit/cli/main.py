@@ -99,9 +99,9 @@ def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one line; an unexpected error names its type and the way to see more."""
     if isinstance(exc, RollfitError):  # its first line (a constraint error adds a caret diagram below)
         text = (str(exc).strip().splitlines() or [""])[0]
-    elif isinstance(exc, OSError) and exc.strerror:
-        where = f"{exc.filename}: " if exc.filename else ""
-        text = f"{where}expected to read or write it, but got: {exc.strerror}"
+    elif isinstance(exc, OSError):
+        where = f"{exc.filename}: expected to read or write it" if exc.filename else "expected to read or write a file"
+        text = f"{where}, but got: {exc.strerror or exc}"
     else:
         text = (f"internal error: {type(exc).__name__}: {exc} (this is a bug in rollfit; "
                 f"run with --debug for the traceback)")
