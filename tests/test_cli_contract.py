@@ -401,3 +401,11 @@ def test_an_earlier_demo_is_kept_unless_overwrite(tmp_path, capsys):
                                        "holds an earlier demo's run; replace it with --overwrite, or choose another "
                                        "--output\n")
     assert not (tmp_path / "rollout_data.h5").exists()  # nothing was written
+
+
+def test_building_the_parser_imports_nothing_heavy():
+    """``--help`` and every usage error come from the parser alone: no torch, numpy, pydantic, h5py."""
+    code = ("import sys, rollfit.cli.main as m; m.build_parser(); "
+            "print(sorted(k for k in ('torch', 'numpy', 'pydantic', 'h5py', 'matplotlib') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

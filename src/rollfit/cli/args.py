@@ -158,6 +158,28 @@ def number(lo: float = -math.inf, hi: float = math.inf, what: str = "a finite nu
     return parse
 
 
+class LazyChoices:
+    """A ``choices=`` container whose values are loaded on first use (a check or ``--help``),
+    so that building the parser imports no heavy module just to name them."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]):
+        self._load, self._values = load, None
+
+    def _get(self) -> tuple:
+        if self._values is None:
+            self._values = tuple(self._load())
+        return self._values
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __contains__(self, value) -> bool:
+        return value in self._get()
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 SEED = integer(0, SEED_MAX)
 COUNT = integer(1, 1_000_000)  # things to do or run at once: samples, folds, trials, check inputs
 

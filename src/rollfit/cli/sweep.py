@@ -7,12 +7,10 @@ import argparse
 import os
 from pathlib import Path
 
-from .args import COUNT, SEED, check_file, check_paths, command, integer, load_config_args, number
+from .args import COUNT, SEED, LazyChoices, check_file, check_paths, command, integer, load_config_args, number
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..sweep.runner import METRICS
-
     p = command(sub, "sweep", "config", "hdf5", "overrides",
                 help="hyperparameter sweep on Ray Tune (needs rollfit[ray])", description=(
         "Sweep config keys named in SPACE.yaml (e.g. 'trainer.lr: {loguniform: [1e-4, 1e-1]}'; a plain "
@@ -26,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "has a grid, each grid point then gets N trials)")
     p.add_argument("--address", help="Ray cluster to use: 'auto' or HOST:PORT (default: start Ray locally on "
                    "this machine's cores)")
-    p.add_argument("--metric", default="loss/val", choices=METRICS,
-                   help="metric to rank and stop on (default: %(default)s)")
+    p.add_argument("--metric", default="loss/val", choices=LazyChoices(sweep_metrics), metavar="METRIC",
+                   help="metric to rank and stop on: %(choices)s (default: %(default)s)")
     p.add_argument("--mode", default="min", choices=("min", "max"), help="minimize or maximize the metric")
     p.add_argument("--concurrent", type=COUNT, metavar="K", help="trials at once (default: one per CPU; the CPUs "
                    "are shared among them)")
@@ -39,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seed of the search algorithm")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and status tables")
     p.set_defaults(func=run)
+
+
+def sweep_metrics() -> tuple[str, ...]:
+    from ..sweep.runner import METRICS
+
+    return METRICS
 
 
 def run(args: argparse.Namespace) -> int:
