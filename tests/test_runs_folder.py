@@ -326,3 +326,11 @@ def test_cli_train_into_a_finished_run_is_one_line_and_overwrite_replaces_it(dem
                    f"checkpoints/, logs/); continue it with --resume {run}, or replace it with --overwrite\n")
     assert main([*args, "--overwrite"]) == 0
     assert len(list((run / "logs").glob("*_hparams.json"))) == 1
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(demo_file, tmp_path):
+    run = _train(demo_file, tmp_path / "run").run_dir
+    before = sorted(p.name for p in list_checkpoints(run))
+    with pytest.raises(DataFileNotFound):
+        train(demo_config(tmp_path / "missing.h5", QUICK), run, overwrite=True)
+    assert sorted(p.name for p in list_checkpoints(run)) == before and (run / "config.yaml").is_file()

@@ -124,16 +124,15 @@ def init_model(cfg: Config, init_from: str | Path, activation: Optional[str] = N
     return model.train(), path
 
 
-def check_new_run(folder: RunFolder, overwrite: bool) -> None:
-    """A run folder belongs to one run: refuse one that holds a run unless ``overwrite``,
-    which first deletes the old run's checkpoints, logs, metrics, plots and report."""
+def check_new_run(folder: RunFolder, overwrite: bool) -> bool:
+    """A run folder belongs to one run: refuse one that holds a run unless ``overwrite``.
+    True when an old run is there to be cleared (once the new run is ready to start)."""
     marks = folder.run_markers()
     if marks and not overwrite:
         raise OutputError(f"{folder.root}: expected a new or empty run folder, but it holds a run "
                           f"({', '.join(marks)}); continue it with --resume {folder.root}, or replace it "
                           "with --overwrite")
-    if marks:
-        folder.clear()
+    return bool(marks)
 
 
 def train(cfg: Config, output: Optional[str | Path] = None, table: Optional[RolloutTable] = None,
@@ -221,8 +220,7 @@ def _first_missing(path: Path) -> Optional[Path]:
 def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], strategy):
     """Everything before the first epoch: (trainer, table, logger)."""
     cfg, folder, writer = start.cfg, start.folder, strategy.is_writer
-    if writer and start.ckpt is None:
-        check_new_run(folder, start.overwrite)
+    replace = writer and start.ckpt is None and check_new_run(folder, start.overwrite)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     folder.probe()
     if writer:
@@ -232,6 +230,9 @@ def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     if start.ckpt is not None:
         check_same_data(start.ckpt, start.ckpt_path, table, data)
     model = start.model if start.model is not None else build_model(cfg, data)
+    if replace:  # --overwrite: the old run goes only now that the new one can start
+        folder.clear()
+        folder.probe()
     if writer:
         save_config(cfg, folder.config)
     logger = _logger(start, writer)
