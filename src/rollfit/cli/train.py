@@ -3,7 +3,9 @@
 ``--resume RUN_OR_CKPT`` continues an interrupted run exactly where its newest complete
 checkpoint left it; ``--init-from RUN_OR_CKPT`` starts a new run from another run's weights
 (fine-tuning, fresh optimizer). SIGINT/SIGTERM end a run with a checkpoint and print the
-command that resumes it (docs/guide.md, Resume, fine-tune, interruptions).
+command that resumes it (docs/guide.md, Resume, fine-tune, interruptions). ``--output`` must
+be new or empty, or hold an old run that ``--overwrite`` replaces. Arguments, files, the
+config and a busy run folder are checked before torch is imported (``preflight``).
 """
 from __future__ import annotations
 
