@@ -19,10 +19,9 @@ the same seed (rank 0's weights are broadcast anyway) and holds its share of the
   r computes rows ``r::N`` of each batch, weighted by its share of the batch.
 
 Gradients are summed by one flat all-reduce in an optimizer step pre-hook, after the
-gradient is computed and before Adam: no DDP wrapper, so whatever the step engine uses
-(the fused hand-derived gradient, the forward-Jacobian penalty with one backward pass,
-even double backward) is correct. An engine that would step the optimizer outside Python
-(a replayed CUDA graph) is refused at its first step. Validation rows are split
+gradient is computed and before Adam: no DDP wrapper, so the engine's gradient (the fused
+hand-derived one, or the reference's double backward) is used as it is. An engine that
+would step the optimizer outside Python (a replayed CUDA graph) is refused at its first step. Validation rows are split
 the same way and the validation MSE is all-reduced, so every rank steps the same plateau
 scheduler with the same value: one learning-rate schedule. The per-epoch decisions (a
 checkpoint is due, a signal arrived) are agreed in the same all-reduce, so all ranks save,
