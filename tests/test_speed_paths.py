@@ -46,8 +46,8 @@ from rollfit.training.fastpath import DirectAdam, FlatParams, MLPStepMath
 from rollfit.training.logger import SimpleLogger
 from rollfit.training.plateau import DevicePlateau
 from rollfit.training.step import (Captured, Compiled, FusedEngine, ReferenceEngine, ThreadChoice, choose_engine,
-                                   make_optimizer)
-from rollfit.training.trainer import Trainer, resolve_device
+                                   make_optimizer, resolve_device)
+from rollfit.training.trainer import Trainer
 
 CUDA = torch.cuda.is_available()
 KINDS = list(LOSSES)

@@ -280,7 +280,7 @@ def from_env(device_name: str = "auto") -> Optional[DistContext]:
         return None
     import torch.distributed as dist
 
-    from .trainer import resolve_device
+    from .step import resolve_device
 
     if device_name != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local % torch.cuda.device_count())

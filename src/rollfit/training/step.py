@@ -34,6 +34,7 @@ COMPONENTS = ("reconstruction", "l1", "l2", "grad_penalty")
 ENGINES = ("eager", "compiled", "captured", "reference")
 COMPILE_ROW_EPOCHS = 2e8   # auto compiles on CPU from rows x epochs >= this (see docs/speed.md)
 SMALL_STEP = 1 << 18       # activations up to this many elements: one CPU thread (see ThreadChoice)
+SMALL_JOB_ROWS = 4096      # device auto: uncaptured GPU steps lose to the CPU up to about this many rows
 Losses = tuple[Tensor, Tensor]  # (total, stacked COMPONENTS)
 
 
@@ -546,6 +547,23 @@ def choose_engine(cfg: TrainerConfig, device: torch.device, n_train: int, distri
     if name != "auto":
         return name
     return "compiled" if device.type == "cpu" and n_train * cfg.max_epochs >= COMPILE_ROW_EPOCHS else "eager"
+
+
+def resolve_device(name: str, engine: str = "auto", rows: Optional[int] = None) -> torch.device:
+    """The training device for ``trainer.device`` (``engine``: ``trainer.engine``; ``rows``:
+    training rows, when known). ``auto``: cpu without a usable CUDA device; cuda for the
+    ``captured`` engine (a captured epoch beats a CPU at any size); cpu for at most
+    ``SMALL_JOB_ROWS`` rows (uncaptured GPU steps are bound by kernel launches: the seed's
+    plain step runs ~130 epochs/s on an H100, ~500 on one CPU core); else cuda."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        small = rows is not None and rows <= SMALL_JOB_ROWS
+        return torch.device("cpu" if engine != "captured" and small else "cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device: expected a usable CUDA device for 'cuda', but torch sees none; "
+                          "use trainer.device=cpu or auto")
+    return torch.device(name)
 
 
 def make_optimizer(params: Sequence[Tensor], cfg: TrainerConfig, engine: str, device: torch.device):

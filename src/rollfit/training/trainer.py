@@ -36,7 +36,8 @@ from .distributed import Local
 from .logger import SimpleLogger
 from .signals import InterruptGuard, TrainingInterrupted, resume_command, signal_name
 from .state import capture_rng, clone_tree, load_optimizer_state, restore_rng, set_group_value
-from .step import COMPONENTS, ThreadChoice, choose_engine, make_engine, make_optimizer, make_scheduler
+from .step import (COMPONENTS, ThreadChoice, choose_engine, make_engine, make_optimizer, make_scheduler,  # noqa: F401
+                   resolve_device)  # resolve_device: imported from here by the pipeline
 
 MAX_ROLLBACKS = 3  # trainer.on_nonfinite=rollback gives up after this many rollbacks
 
@@ -53,28 +54,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-SMALL_JOB_ROWS = 4096  # device auto: eager (uncaptured) GPU steps lose to the CPU up to about this many rows
-
-
-def resolve_device(name: str, engine: str = "auto", rows: Optional[int] = None) -> torch.device:
-    """The training device for ``trainer.device`` (``engine``: ``trainer.engine``; ``rows``:
-    training rows, when known). ``auto``: cpu without a usable CUDA device; cuda for the
-    ``captured`` engine (a captured epoch beats a CPU at any size); cpu for at most
-    ``SMALL_JOB_ROWS`` rows (uncaptured GPU steps are bound by kernel launches: the seed's
-    plain step runs ~130 epochs/s on an H100, ~500 on one CPU core); else cuda."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        small = rows is not None and rows <= SMALL_JOB_ROWS
-        return torch.device("cpu" if engine != "captured" and small else "cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError("trainer.device: expected a usable CUDA device for 'cuda', but torch sees none; "
-                          "use trainer.device=cpu or auto")
-    return torch.device(name)
 
 
 class Trainer:
