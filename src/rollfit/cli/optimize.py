@@ -236,7 +236,7 @@ def run_path(args: argparse.Namespace, sur, vary: dict[str, list[float]], proble
     from ..analysis.optimize import sweep_optimum, write_sweep_csv, write_sweep_plot
 
     out = Path(args.csv) if args.csv else (sur.run_dir or Path(".")) / PATH_CSV
-    if not args.csv and sur.folder is not None:  # a read-only run folder: fail before computing, naming --output
+    if not args.csv and sur.folder is not None:  # a read-only run folder: fail before computing, naming --csv
         sur.folder.check_output("--csv FILE")
     sweep = sweep_optimum(sur, args.target, vary, **problem)
     print_warnings(sweep.warnings, args.command)
