@@ -47,8 +47,9 @@ class RunLock:
             return self._acquire()
         except OutputError:
             raise
-        except OSError as exc:  # a read-only or missing parent folder
-            raise OutputError(describe_os_error(self.path, exc)) from None
+        except OSError as exc:  # the run folder cannot be made (name it), or the lock file not written
+            where = self.path if self.path.parent.is_dir() else self.path.parent
+            raise OutputError(describe_os_error(where, exc)) from None
 
     def _acquire(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
