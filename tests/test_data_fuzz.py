@@ -219,6 +219,7 @@ def test_byte_flipped_small_file(tmp_path_factory, small_file, flips):
 @needs_fork
 @FAST
 @given(flips=st.one_of(flips_st, early_flips_st))
+@pytest.mark.slow
 def test_byte_flipped_fixture(tmp_path_factory, fixtures_dir, flips):
     d = tmp_path_factory.mktemp("flipfx")
     data = (fixtures_dir / "rollouts" / "u225_cstyle.h5").read_bytes()
