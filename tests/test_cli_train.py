@@ -47,12 +47,12 @@ def test_checkpoint_round_trip_with_the_seed_snippet(tmp_path, demo_file):
                           residual=config["residual"])
     model.load_state_dict(checkpoint["model_state_dict"])
     model.eval()
-    assert config["target_convention"] == "normalized" and config["format_version"] == 1
+    assert config["target_convention"] == "raw" and config["format_version"] == 1
     assert config["in_lbl"] == ["gait_cadence", "gait_stride"] and config["out_attr"] == ["metabolic/cot/MA/mean"]
     loaded, _, _ = load_model(out)
     x = torch.tensor([[1.0, 1.0], [0.9, 1.1]])
     torch.testing.assert_close(model.predict(x), loaded.predict(x))
-    torch.testing.assert_close(model.predict(x), model(x, denormalize=True))
+    torch.testing.assert_close(model.predict(x), model(x))  # original units, as the original's model(x)
 
 
 def test_training_reduces_loss(tmp_path, demo_file):

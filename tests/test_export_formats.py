@@ -316,7 +316,8 @@ def units_and_info(in_lbl, out_lbl, *, residual=True, name="cot", activation="si
     from rollfit.model.network import RegressionNet
 
     torch.manual_seed(0)
-    net = RegressionNet(len(in_lbl), len(out_lbl), [5, 4], residual=residual, activation=activation)
+    net = RegressionNet(len(in_lbl), len(out_lbl), [5, 4], residual=residual, activation=activation,
+                        target_convention="normalized")
     info = ExportInfo(name=name, in_lbl=list(in_lbl), out_lbl=list(out_lbl), lo=np.zeros(len(in_lbl)),
                       hi=np.ones(len(in_lbl)), bounds_estimated=False, layers=[5, 4], residual=residual,
                       activation=activation, target_convention="normalized", checkpoint=Path("ep*\\\n/ 1.ckpt"),

@@ -396,15 +396,15 @@ def test_seed_snippet_loads_a_rollfit_checkpoint(trained_run):
 
         model.load_state_dict(checkpoint['model_state_dict'])
         model.eval()
-        assert config["target_convention"] == "normalized" and config["format_version"] >= 1
-        with torch.no_grad():  # normalized convention: the original's denormalize=True is right
-            assert rel_err(model(x, denormalize=True).numpy(), s.predict(x.numpy())) < 1e-6
+        assert config["target_convention"] == "raw" and config["format_version"] >= 1
+        with torch.no_grad():  # stored weights in original units: model(x) is right in both classes
+            assert rel_err(model(x).numpy(), s.predict(x.numpy())) < 1e-5
 
 
 def test_rollfit_checkpoint_must_declare_its_convention(tmp_path, trained_run):
     path = sorted((trained_run / "checkpoints").glob("ep_*.ckpt"))[-1]
     ckpt = load_checkpoint(path)
-    assert model_config(ckpt, path)["target_convention"] == "normalized"
+    assert model_config(ckpt, path)["target_convention"] == "raw"
     del ckpt["config"]["target_convention"]
     with pytest.raises(CheckpointError, match=r"config: expected keys target_convention, but they are missing"):
         model_config(ckpt, path)

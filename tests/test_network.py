@@ -12,7 +12,7 @@ def _net(residual=True, layers=(64, 32), act="gelu", din=2, dout=1, dtype=torch.
     torch.manual_seed(0)
     net = RegressionNet(din, dout, list(layers), input_mean=torch.rand(din), input_std=torch.rand(din) + 0.5,
                         target_mean=torch.rand(dout) * 10, target_std=torch.rand(dout) + 1, residual=residual,
-                        activation=act)
+                        activation=act, target_convention="normalized")
     return net.to(dtype)
 
 
@@ -121,26 +121,31 @@ def test_seed_snippet_constructor_call_works():
 
 def test_seed_snippet_model_x_is_physical_for_original_and_rollfit_runs(fixtures_dir, trained_run):
     """The seed's loading snippet then ``model(x)``: the original's reference run (raw-target
-    weights, loaded with its convention) and a rollfit run (normalized targets) both give
-    original units, the numbers ``Surrogate.predict`` gives."""
+    weights) and a rollfit run (trained on normalized targets, stored with the scaling folded
+    into the output layer) both give original units, the numbers ``Surrogate.predict`` gives."""
     import numpy as np
 
     from rollfit.analysis.surrogate import Surrogate
     from rollfit.runs.checkpoint import list_checkpoints, load_model
 
+    def snippet(path):  # the original's loading snippet, verbatim but for the path
+        checkpoint = torch.load(path, weights_only=True)
+        config = checkpoint["config"]
+        model = RegressionNet(input_dim=config["input_dim"], output_dim=config["output_dim"], layers=config["layers"],
+                              input_mean=torch.tensor(config["input_mean"]), input_std=torch.tensor(config["input_std"]),
+                              target_mean=torch.tensor(config["target_mean"]),
+                              target_std=torch.tensor(config["target_std"]), residual=config["residual"])
+        model.load_state_dict(checkpoint["model_state_dict"])
+        model.eval()
+        return model, config
+
     ref = np.load(fixtures_dir / "reference_run" / "expected_predictions.npz")
     original, _, _ = load_model(fixtures_dir / "reference_run")
+    as_snippet, _ = snippet(list_checkpoints(fixtures_dir / "reference_run")[-1])
     with torch.no_grad():
-        got = original(torch.as_tensor(ref["X"])).numpy()
-    np.testing.assert_allclose(got, ref["Y"], rtol=1e-5)
-    checkpoint = torch.load(list_checkpoints(trained_run)[-1], weights_only=True)
-    config = checkpoint["config"]
-    model = RegressionNet(input_dim=config["input_dim"], output_dim=config["output_dim"], layers=config["layers"],
-                          input_mean=torch.tensor(config["input_mean"]), input_std=torch.tensor(config["input_std"]),
-                          target_mean=torch.tensor(config["target_mean"]), target_std=torch.tensor(config["target_std"]),
-                          residual=config["residual"])
-    model.load_state_dict(checkpoint["model_state_dict"])
-    model.eval()
+        np.testing.assert_allclose(original(torch.as_tensor(ref["X"])).numpy(), ref["Y"], rtol=1e-5)
+        np.testing.assert_allclose(as_snippet(torch.as_tensor(ref["X"])).numpy(), ref["Y"], rtol=1e-5)
+    model, config = snippet(list_checkpoints(trained_run)[-1])
     x = torch.tensor([[0.9, 1.0], [1.1, 1.05]])
     with torch.no_grad():
         np.testing.assert_allclose(model(x).numpy(), Surrogate.load(trained_run).predict(x.numpy()), rtol=1e-6)

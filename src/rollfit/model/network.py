@@ -144,15 +144,18 @@ class SequentialMLP(nn.Module):
 class RegressionNet(nn.Module):
     """An MLP with input normalization and output denormalization as buffers.
 
-    The constructor call of the seed's README works as written. ``target_convention`` says
-    what the MLP's raw output means: ``"normalized"`` (rollfit trains on normalized targets)
-    or ``"raw"`` (runs of the original pipeline, which trained on raw targets).
+    The original pipeline's loading snippet works as written. ``target_convention`` says
+    what the MLP's own output means: ``"raw"`` (original units: the original pipeline's
+    runs, and every checkpoint rollfit writes, whose stored weights have the target scaling
+    folded into the output layer) or ``"normalized"`` (how rollfit trains: the losses
+    compare with normalized targets). The default is ``"raw"``, so a network built from any
+    checkpoint's config without naming a convention returns original units from ``model(x)``.
     """
 
     def __init__(self, input_dim: int, output_dim: int, layers: Sequence[int],
                  input_mean: Tensor | None = None, input_std: Tensor | None = None,
                  target_mean: Tensor | None = None, target_std: Tensor | None = None,
-                 residual: bool = True, activation: str = "gelu", target_convention: str = "normalized"):
+                 residual: bool = True, activation: str = "gelu", target_convention: str = "raw"):
         super().__init__()
         if target_convention not in CONVENTIONS:
             raise ConfigError(f"target_convention: expected one of {CONVENTIONS}, but got '{target_convention}'")
@@ -203,6 +206,24 @@ class RegressionNet(nn.Module):
         """Raw inputs -> outputs in original units (whatever convention the weights use)."""
         x = torch.as_tensor(x, dtype=self.input_mean.dtype, device=self.input_mean.device)
         return self.forward(x)
+
+    @torch.no_grad()
+    def units_state_dict(self) -> dict[str, Tensor]:
+        """The state_dict with the target scaling folded into the output layer, so that the
+        MLP itself returns original units (the ``raw`` convention of the original pipeline).
+
+        Checkpoints store these weights: the original's loading snippet and its ``model(x)``
+        then give original units for rollfit runs too, and ``RegressionNet(...)`` built with
+        ``target_convention="raw"`` from the checkpoint's config gives the same numbers.
+        """
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        if self.target_convention == "raw":
+            return state
+        prefix = "mlp.output_layer." if self.residual else "mlp.mlp.output."
+        std, mean = self.target_std, self.target_mean
+        state[prefix + "weight"] = state[prefix + "weight"] * std[:, None]
+        state[prefix + "bias"] = state[prefix + "bias"] * std + mean
+        return state
 
     def constructor_args(self) -> dict:
         """Plain-typed arguments that rebuild this network (stored in checkpoints)."""

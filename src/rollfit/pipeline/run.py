@@ -88,7 +88,8 @@ def build_model(cfg: Config, data: HDF5DataModule) -> RegressionNet:
     return RegressionNet(len(cfg.data.in_lbl), len(cfg.data.out_lbl), cfg.model.layers,
                          input_mean=t(data.input_mean), input_std=t(data.input_std),
                          target_mean=t(data.target_mean), target_std=t(data.target_std),
-                         residual=cfg.model.residual, activation=cfg.model.activation)
+                         residual=cfg.model.residual, activation=cfg.model.activation,
+                         target_convention="normalized")
 
 
 def checkpoint_meta(cfg: Config, table: RolloutTable, data: HDF5DataModule) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def init_model(cfg: Config, init_from: str | Path, activation: Optional[str] = N
     """Weights (and normalization) of another run for fine-tuning; its architecture and
     labels are adopted into ``cfg``. Original-pipeline runs load with their raw convention;
     ``activation`` supplies theirs when the run has no config.yaml."""
-    model, model_cfg, path = ckpt_io.load_model(init_from, activation)
+    model, model_cfg, path = ckpt_io.load_model(init_from, activation, training=True)
     adopt_init_settings(cfg, model_cfg, path)
     return model.train(), path
 
@@ -169,8 +170,7 @@ def resume(run_or_ckpt: str | Path, overrides: Sequence[str] = (), config: Optio
     """
     path, ckpt = find_resume_checkpoint(run_or_ckpt)
     cfg = resume_config(ckpt, path, overrides, config, hdf5)
-    model = ckpt_io.build_model(ckpt_io.model_config(ckpt, path))
-    ckpt_io.load_weights(model, ckpt["model_state_dict"], path)
+    model = ckpt_io.training_model(ckpt, path)
     meta = {k: v for k, v in ckpt["config"].items() if k == "init_from"}
     folder = RunFolder(RunFolder.of_checkpoint(path).root)
     # any number of processes: checkpoints hold the full state

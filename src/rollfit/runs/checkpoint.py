@@ -242,19 +242,42 @@ def newest_readable(folder: RunFolder) -> tuple[Path, dict[str, Any]]:
     return ckpts[0], load_checkpoint(ckpts[0])
 
 
-def load_model(run_or_ckpt: str | Path | RunFolder,
-               activation: Optional[str] = None) -> tuple[RegressionNet, dict[str, Any], Path]:
+def load_model(run_or_ckpt: str | Path | RunFolder, activation: Optional[str] = None,
+               training: bool = False) -> tuple[RegressionNet, dict[str, Any], Path]:
     """(model in eval mode, completed config, checkpoint path) for a run folder or checkpoint.
 
     Works for rollfit's and the original pipeline's checkpoints alike (see ``model_config``);
-    the weights must match the rebuilt network exactly (strict loading).
+    the weights must match the rebuilt network exactly (strict loading). ``training``: the
+    network as it was trained (``training_model``), to go on training it.
     """
     folder = run_or_ckpt if isinstance(run_or_ckpt, RunFolder) else RunFolder.at(run_or_ckpt)
     path, ckpt = newest_readable(folder)
+    if training:
+        return training_model(ckpt, path, activation).eval(), model_config(ckpt, path, activation), path
     cfg = model_config(ckpt, path, activation)
     model = build_model(cfg)
     load_weights(model, ckpt["model_state_dict"], path)
     return model.eval(), cfg, path
+
+
+def training_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights training goes on from: ``trainer_state.net_state_dict`` where a checkpoint
+    has it (its ``model_state_dict`` holds the weights folded into original units), else
+    ``model_state_dict`` (in-memory snapshots, checkpoints of rollfit 0.1 and the original's)."""
+    ts = state.get("trainer_state")
+    return ts["net_state_dict"] if isinstance(ts, dict) and "net_state_dict" in ts else state["model_state_dict"]
+
+
+def training_model(ckpt: dict[str, Any], path: str | Path, activation: Optional[str] = None) -> RegressionNet:
+    """The network in the target convention it is trained in, with its exact training weights
+    (resume and fine-tuning continue from these, bit for bit)."""
+    cfg = model_config(ckpt, path, activation)
+    ts = ckpt.get("trainer_state")
+    if isinstance(ts, dict) and "net_state_dict" in ts:
+        cfg = {**cfg, "target_convention": str(ts.get("net_convention", "normalized"))}
+    model = build_model(cfg)
+    load_weights(model, training_weights(ckpt), path)
+    return model
 
 
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/DDP wrappers

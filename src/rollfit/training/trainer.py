@@ -31,7 +31,7 @@ from ..config import TrainerConfig
 from ..data.datamodule import HDF5DataModule
 from ..errors import OutputError, TrainingError
 from ..model.network import RegressionNet
-from ..runs.checkpoint import CKPT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
+from ..runs.checkpoint import CKPT_DIR, checkpoint_name, list_checkpoints, save_checkpoint, training_weights
 from .distributed import Local
 from .logger import SimpleLogger
 from .signals import InterruptGuard, TrainingInterrupted, resume_command, signal_name
@@ -166,8 +166,15 @@ class Trainer:
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         """The checkpoint dict: the seed's keys, the resume state and rollfit's config additions."""
-        return {**self.training_state(epoch),
-                "config": {**self.model.constructor_args(), **self.meta, "resolved": self.resolved()}}
+        state = self.training_state(epoch)
+        # weights in original units (the original's convention, so its snippet's model(x) is right);
+        # the exact training weights go with the resume state
+        state["trainer_state"] = {**state["trainer_state"], "net_state_dict": state["model_state_dict"],
+                                  "net_convention": self.model.target_convention}
+        state["model_state_dict"] = self.model.units_state_dict()
+        config = {**self.model.constructor_args(), "target_convention": "raw", **self.meta,
+                  "resolved": self.resolved()}
+        return {**state, "config": config}
 
     def training_state(self, epoch: int) -> dict[str, Any]:
         """What an exact resume needs besides the config, as live references (clone to keep).
@@ -190,7 +197,7 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         """Load a training state in place (tensors copied, so engines holding them stay valid)."""
         ts = state["trainer_state"]
-        self.model.load_state_dict(state["model_state_dict"], strict=True)
+        self.model.load_state_dict(training_weights(state), strict=True)
         load_optimizer_state(self.opt, state["optimizer_state_dict"])
         self.sched.load_state_dict(clone_tree(state["scheduler_state_dict"]))
         self.shuffle_gen.set_state(ts["shuffle_rng"])
