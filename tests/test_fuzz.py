@@ -168,6 +168,10 @@ def _valid_checkpoint() -> dict:
     ("config", "layers", [2**40], "config.layers: expected a non-empty list of integer widths from 1 to 16777216, "
                                   "but got list [1099511627776]"),
     ("", "model_state_dict", {"w": "x"}, "model_state_dict: expected a dict of named tensors, but got dict {'w': 'x'}"),
+    ("trainer_state", "net_state_dict", 7, "trainer_state.net_state_dict: expected a dict of weight tensors, "
+                                           "but got int 7"),
+    ("trainer_state", "net_convention", "both", "trainer_state.net_convention: expected 'normalized' or 'raw', "
+                                                "but got str 'both'"),
 ])
 def test_issue15_malformed_checkpoints_are_one_line_errors(tmp_path, where, key, value, message):
     ckpt = _valid_checkpoint()

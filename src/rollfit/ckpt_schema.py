@@ -138,3 +138,6 @@ def _check_training_state(c: _Checker, ckpt: dict, resume: bool) -> None:
     c.need(ts, "global_rng", lambda v: isinstance(v, dict), "a dict of RNG states", w)
     c.need(ts, "rollbacks", lambda v: _is_int(v) and v >= 0, "an integer >= 0", w, optional=True)
     c.need(ts, "log_file", lambda v: isinstance(v, str) and bool(v), "a file name", w, optional=True)
+    c.need(ts, "net_state_dict", lambda v: isinstance(v, dict) and all(_is_tensor(t) for t in v.values()),
+           "a dict of weight tensors", w, optional=True)
+    c.need(ts, "net_convention", lambda v: v in ("normalized", "raw"), "'normalized' or 'raw'", w, optional=True)
