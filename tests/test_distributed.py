@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from rollfit.cli import nproc
 from rollfit.config import load_config
 from rollfit.errors import ConfigError
 from rollfit.training import distributed
@@ -171,7 +172,7 @@ def test_environment_is_read_and_checked(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(ConfigError, match=r"--nproc: expected a plain launch, but this process already runs "
                                           r"under torchrun \(WORLD_SIZE=2\); drop --nproc"):
-        distributed.launch(2, ["train"])
+        nproc.launch(2, ["train"])
 
 
 def test_nproc_passes_every_other_argument_on():
@@ -179,7 +180,7 @@ def test_nproc_passes_every_other_argument_on():
 
     args = build_parser().parse_args(["train", "--nproc", "2", "--config", "c.yaml", "--output", "out",
                                       "trainer.lr=0.1", "--hdf5", "a.h5", "b.h5"])
-    argv = distributed.argv_without(args, args.parser)
+    argv = nproc.argv_without(args, args.parser)
     assert argv == ["trainer.lr=0.1", "--config", "c.yaml", "--hdf5", "a.h5", "b.h5", "--output", "out"]
     again = build_parser().parse_args(["train", *argv])
     assert (again.overrides, again.hdf5, again.nproc) == (["trainer.lr=0.1"], ["a.h5", "b.h5"], None)

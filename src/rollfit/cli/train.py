@@ -121,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 def launch_workers(args: argparse.Namespace) -> int:
     """``--nproc N``: the same command in N torchrun workers; their errors are printed here, once."""
-    from ..training.distributed import argv_without, launch
-    from .nproc import outcome, status_folder
+    from .nproc import argv_without, launch, outcome, status_folder
 
     with status_folder() as folder:
         code = launch(args.nproc, ["train", *argv_without(args, args.parser)])

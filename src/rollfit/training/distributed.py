@@ -32,7 +32,6 @@ split is deterministic, so a run resumes with any number of processes.
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -43,10 +42,10 @@ from torch import Tensor
 
 from ..errors import ConfigError, TrainingError
 from .logger import SimpleLogger
+from .signals import HANDLED as SIGNALS
 from .step import COMPONENTS, Losses, as_dict, batch_loop
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-SIGNALS = (signal.SIGINT, signal.SIGTERM)  # the ones the trainer's InterruptGuard handles
 
 
 @dataclass
@@ -69,11 +68,6 @@ def env_world() -> tuple[int, int, int]:
         raise ConfigError(f"torchrun environment: expected 0 <= RANK < WORLD_SIZE, but got RANK={rank}, "
                           f"WORLD_SIZE={world}")
     return rank, world, local
-
-
-def launched() -> bool:
-    """True inside a multi-process torchrun launch (WORLD_SIZE > 1)."""
-    return env_world()[1] > 1
 
 
 def share(n: int, rank: int, world: int) -> Share:
@@ -289,76 +283,3 @@ def from_env(device_name: str = "auto") -> Optional[DistContext]:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistContext(rank, world, local, device)
-
-
-# ---- the --nproc shorthand ----------------------------------------------------------------
-def argv_without(args, parser, skip: tuple[str, ...] = ("nproc",)) -> list[str]:
-    """The command-line arguments that produce ``args`` with ``parser``, without ``skip`` options
-    (rebuilt from the parser, so options added later are passed on too)."""
-    import argparse
-
-    options, positionals = [], []
-    for action in parser._actions:
-        if action.dest in skip or isinstance(action, argparse._HelpAction):
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value is None or value is False or value == action.default or value is argparse.SUPPRESS:
-            continue
-        values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
-        if not action.option_strings:
-            positionals += values
-        elif action.nargs == 0:
-            options.append(action.option_strings[0])
-        else:
-            options += [action.option_strings[0], *values]
-    return positionals + options  # positionals first: an nargs="+" option would swallow them
-
-
-def launch(nproc: int, command: list[str]) -> int:
-    """Run ``python -m rollfit <command>`` in ``nproc`` processes under torchrun (one node,
-    a free local port); returns torchrun's exit code (130/143 after SIGINT/SIGTERM). CPU
-    threads are split between the processes unless OMP_NUM_THREADS is set."""
-    import subprocess
-    import sys
-
-    if nproc < 1:
-        raise ConfigError(f"--nproc: expected an integer >= 1, but got {nproc}")
-    if launched():
-        raise ConfigError("--nproc: expected a plain launch, but this process already runs under torchrun "
-                          f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}); drop --nproc")
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "rollfit", *command]
-    # torchrun gets its own session, so a terminal's Ctrl-C reaches this process alone; every
-    # signal is passed on to the workers (they checkpoint and stop), never to torchrun itself,
-    # which would answer with a traceback (rollfit's workers report to the CLI, see cli/nproc.py).
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    got: list[int] = []
-
-    def forward(signum, frame) -> None:
-        got.append(signum)
-        for pid in _children(proc.pid) or [proc.pid]:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    previous = {s: signal.signal(s, forward) for s in SIGNALS}
-    try:
-        code = proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 128 + got[0] if got else code  # 130/143 as a one-process run reports
-
-
-def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (torchrun's workers), from Linux's /proc; empty elsewhere."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return found
