@@ -1,36 +1,26 @@
 """Training strategies: ``Local`` (one process) and ``DistContext`` (data parallel under torchrun).
 
-Both have one interface the Trainer calls, with no branches on which one it holds:
-``is_writer``, ``shard``, ``attach``, ``train_epoch`` (through the engine's mini-batch loop,
-``step.batch_loop``), ``agree``, ``same_path`` and ``finish``.
+Both offer what the Trainer calls, with no branches on which one it holds: ``is_writer``,
+``shard``, ``attach``, ``train_epoch``, ``agree``, ``same_path`` and ``finish``.
 
-``torchrun --nproc_per_node N -m rollfit train ...`` (or ``rollfit train --nproc N``) starts
-N copies of the same command; ``from_env`` sees ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and
-joins the process group (gloo on CPU, nccl on GPU). Every rank builds the same model from
-the same seed (rank 0's weights are broadcast anyway) and holds its share of the rows:
+Under torchrun (docs/guide.md, Distributed training) every rank builds the same model (rank
+0's weights are broadcast anyway) and holds its share of the rows. Full batch: rank r keeps
+training rows ``r::N`` and weights its mean loss by ``local_rows / rows``, so the summed
+gradient is the one-process gradient up to float summation order (L1/L2 weights sum to 1:
+they count once). Mini-batch: every rank draws the trainer's permutation, so the global
+batches are a one-process run's, and computes rows ``r::N`` of each, weighted by its share.
 
-- full batch (the common case, rows <= ``data.batch_size``): rank r keeps the training rows
-  ``r, r+N, r+2N, ...``; its loss is the mean over its rows, weighted by
-  ``local_rows / rows``, so the all-reduced (summed) gradient is exactly the one-process
-  full-batch gradient, up to float summation order. Parameter terms (L1/L2) carry weights
-  summing to 1, so they count once.
-- mini-batch: every rank keeps all training rows and draws the same permutation from the
-  trainer's shuffling generator, so the global batches are those of a one-process run; rank
-  r computes rows ``r::N`` of each batch, weighted by its share of the batch.
-
-Gradients are summed by one flat all-reduce in an optimizer step pre-hook, after the
-gradient is computed and before Adam: no DDP wrapper, so the engine's gradient (the fused
-hand-derived one, or the reference's double backward) is used as it is. An engine that
-would step the optimizer outside Python (a replayed CUDA graph) is refused at its first step. Validation rows are split
-the same way and the validation MSE is all-reduced, so every rank steps the same plateau
-scheduler with the same value: one learning-rate schedule. The per-epoch decisions (a
-checkpoint is due, a signal arrived) are agreed in the same all-reduce, so all ranks save,
-roll back and stop at the same epoch. Only rank 0 writes files (config, logs, checkpoints,
-report); checkpoints hold the full model, optimizer, scheduler and RNG states, and the
-split is deterministic, so a run resumes with any number of processes.
+Gradients are summed by one flat all-reduce in an optimizer step pre-hook (no DDP wrapper:
+the engine's own gradient is used as it is); an engine that steps outside ``opt.step()`` (a
+replayed CUDA graph) is refused at its first step. The validation MSE and the per-epoch
+decisions (a checkpoint is due, a signal arrived) share one all-reduce, so all ranks step
+one schedule and save, roll back and stop at the same epoch. Rank 0 alone writes files;
+checkpoints hold the full state and the split is deterministic, so a run resumes with any
+number of processes.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,16 +102,10 @@ class DistContext:
 
     def __init__(self, rank: int, world: int, local_rank: int, device: torch.device):
         self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
+        self.is_writer = rank == 0  # rank 0 alone writes files
         self.full_batch = True
         self._deferred: Optional[int] = None  # a signal that arrived during an all-reduce: next epoch
-        self.train_weight = 1.0
-        self.val_weight = 1.0
-        self._step_weight = 1.0
-
-    @property
-    def is_writer(self) -> bool:
-        """Rank 0 alone writes files."""
-        return self.rank == 0
+        self.train_weight = self.val_weight = self._step_weight = 1.0
 
     # ---- setup --------------------------------------------------------------------------
     def shard(self, data):
@@ -132,7 +116,7 @@ class DistContext:
             pos = torch.as_tensor(s.positions, device=split.x.device)
             return Split(split.x[pos], split.y[pos], split.rows[s.positions])
 
-        out = _copy(data)
+        out = copy.copy(data)  # tensors shared, splits replaced below
         n_train = len(data.train)
         self.full_batch = n_train <= data.batch_size
         if self.full_batch:
@@ -255,13 +239,6 @@ class QuietLogger(SimpleLogger):
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         pass
-
-
-def _copy(data):
-    """A shallow copy of a data module (tensors shared, splits replaced by ``shard``)."""
-    import copy
-
-    return copy.copy(data)
 
 
 def from_env(device_name: str = "auto") -> Optional[DistContext]:
