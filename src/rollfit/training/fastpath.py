@@ -1,35 +1,28 @@
-"""The fast training step: rollfit's MLP loss and its exact gradient in one pass, no autograd.
+"""The fused training step: rollfit's MLP loss and its exact gradient in one pass, no autograd.
 
-Most runs are tiny networks on a few hundred rows, where a step's cost is the number of
-tensor operations, not arithmetic. This module writes the seed's loss
+Most runs are tiny networks on a few hundred rows, where a step costs its number of kernels,
+not its arithmetic. This module writes the loss
 
     L = w_r * recon(y, t) + w_1 * L1 + w_2 * L2 + w_g * mean_b sum_j clamp(g_bj, +-1e3)^2,
     g = d (sum_k y_k) / d x        (x: the normalized input, or the raw one with grad_space: raw)
 
 and its gradient with respect to every weight as explicit tensor operations on one flat
-parameter buffer, so a step is about 80 small kernels instead of autograd's double
-backward (~250), and the same code can run eagerly, under ``torch.compile`` or inside one
-CUDA graph (it has no host synchronization and no data-dependent shapes).
+parameter buffer: ~80 small kernels instead of autograd's double backward (~250), with no
+host synchronization and no data-dependent shapes, so the same code runs eagerly, compiled
+or inside one CUDA graph (docs/design.md, The training step).
 
-How the pieces are computed (``h_{-1} = (x - mean) / std``; block i: ``z_i = h_{i-1} W_i^T
-+ b_i``, ``a_i = act(z_i)`` or ``z_i``, ``h_i = a_i + skip_i(h_{i-1})``; ``y = h W_o^T + b_o``):
+Notation (``h_{-1} = (x - mean) / std``; block i: ``z_i = h_{i-1} W_i^T + b_i``, ``a_i =
+act(z_i)`` or ``z_i``, ``h_i = a_i + skip_i(h_{i-1})``; ``y = h W_o^T + b_o``). The input
+gradient is one reverse sweep seeded with ones (the penalty sums the outputs): ``u = 1 W_o``,
+``v_i = u_i * act'(z_i)``, ``u_{i-1} = v_i W_i + skip_i^T(u_i)``, ``g = u_{-1}`` (``/ std``
+for raw inputs); its cost does not grow with the number of inputs. The penalty's gradient
+runs that sweep backwards (adjoints ``ubar``, using act'') and feeds ``zbar_gp = vbar * u *
+act''(z)`` into the ordinary backward pass (adjoints ``hbar``, ``zbar``). L1 is ``sum_i
+|w_i| / n(tensor of i)``: the sum over tensors of mean |w|.
 
-- the input gradient g is one reverse sweep written out by hand (a vector-Jacobian product
-  seeded with ones, because the penalty sums the outputs): ``u = 1 W_o``, then per block
-  ``v_i = u_i * act'(z_i)``, ``u_{i-1} = v_i W_i + skip_i^T(u_i)``, and ``g = u_{-1}``
-  (normalized inputs) or ``u_{-1} / std`` (raw inputs).
-  Its cost does not grow with the number of inputs (forward Jacobian propagation, the other
-  one-pass formulation, carries D tangents);
-- the penalty's gradient runs that sweep backwards (adjoints ``ubar``); it needs act''(z)
-  and feeds ``zbar_gp = vbar * u * act''(z)`` into the ordinary backward pass;
-- the ordinary backward pass of the forward (adjoints ``hbar``, ``zbar``), the recon loss
-  derivative (``registry.LOSSES``), and L1/L2 as one kernel each on the flat buffer
-  (``L1 = sum_i |w_i| / n(tensor of i)``: the sum over tensors of mean |w|).
-
-The network's parameters are re-pointed into views of ``FlatParams.flat`` (and their
-``.grad`` into views of ``FlatParams.grad``), so the model, its ``state_dict``, checkpoints
-and a per-tensor optimizer keep working unchanged while this code reads and writes
-whole buffers. Tests check every gradient against autograd and finite differences.
+The parameters are re-pointed into views of ``FlatParams.flat`` (their ``.grad`` into
+``FlatParams.grad``), so the model, its ``state_dict``, checkpoints and the optimizer work
+unchanged. Tests check every gradient against autograd and finite differences.
 """
 from __future__ import annotations
 
@@ -367,15 +360,11 @@ class MLPStepMath:
 class DirectAdam:
     """``opt.step()`` of a fused ``torch.optim.Adam``, calling its kernel directly.
 
-    ``Optimizer.step`` spends ~130 us of Python per call regrouping tensors (more than the
-    whole rest of a small step); the kernel itself takes ~15 us. This does what ``Adam.step``
-    does for ``fused=True`` (add 1 to the step counters, then ``torch._fused_adam_``) with
-    the optimizer's own state tensors, so the result and the optimizer's ``state_dict`` are
-    identical; the counters are made views of one tensor, so counting is one kernel. It falls
-    back to ``opt.step()`` for the first step (lazy state creation), whenever the state was
-    replaced (``load_state_dict``), and for any setting it does not reproduce (amsgrad,
-    weight decay, maximize, hooks, a tensor lr, capturable or non-fused Adam, several param
-    groups).
+    ``Optimizer.step`` spends ~130 us of Python per call (more than the rest of a small step;
+    the kernel takes ~15 us). This does what ``Adam.step`` does for ``fused=True`` with the
+    optimizer's own state tensors, so results and ``state_dict`` are identical. It falls back
+    to ``opt.step()`` for the first step (lazy state), after ``load_state_dict``, and for any
+    setting it does not reproduce (see ``usable``).
     """
 
     def __init__(self, opt: torch.optim.Optimizer):
@@ -424,6 +413,7 @@ class DirectAdam:
                 return None
             self._lists = ([p.data for p in params], [p.grad for p in params], [s["exp_avg"] for s in states],
                            [s["exp_avg_sq"] for s in states], self._shared_steps(states))
+            # the key again: _shared_steps replaced first["step"]
             self._key = (id(opt.state), id(first), id(first["exp_avg"]), id(first["step"]), id(params[0].grad))
         return self._lists
 

@@ -1,16 +1,12 @@
 """The training engines (``trainer.engine``), the one mini-batch loop, and how one is picked.
 
-Every engine implements ``Engine``: ``step`` (a full-batch epoch: one optimizer update),
-``batch`` (one update on some rows), ``train_epoch`` (a shuffled mini-batch epoch through
-``batch_loop``, the only mini-batch loop: distributed training uses it too), ``validate``
-(the validation MSE in training units of the current weights) and ``on_state_loaded``.
-
 - ``FusedEngine``: the hand-derived step of ``fastpath`` (no autograd) on flat parameters,
-  run by an execution strategy: ``eager``; ``compiled`` (``torch.compile``); ``captured``
+  run by an execution strategy: ``Eager``, ``Compiled`` (``torch.compile``) or ``Captured``
   (whole epochs as one CUDA graph; runnable uncaptured on any device, as the tests do).
 - ``ReferenceEngine`` (``reference``): autograd with the original's double-backward
   penalty and torch's Adam: the oracle the fused engine is tested against.
-- ``choose_engine``: what ``auto`` means on this device and job (docs/speed.md).
+- ``batch_loop``: the only mini-batch loop (distributed training uses it too).
+- ``choose_engine`` and ``resolve_device``: what ``auto`` means on this device and job.
 """
 from __future__ import annotations
 
@@ -31,8 +27,7 @@ from .fastpath import DirectAdam, FlatParams, MLPStepMath, copy_forward
 from .plateau import DevicePlateau
 
 COMPONENTS = ("reconstruction", "l1", "l2", "grad_penalty")
-ENGINES = ("eager", "compiled", "captured", "reference")
-COMPILE_ROW_EPOCHS = 2e8   # auto compiles on CPU from rows x epochs >= this (see docs/speed.md)
+COMPILE_ROW_EPOCHS = 2e8   # auto compiles on CPU from rows x epochs >= this (benchmarks/RESULTS.md)
 SMALL_STEP = 1 << 18       # activations up to this many elements: one CPU thread (see ThreadChoice)
 SMALL_JOB_ROWS = 4096      # device auto: uncaptured GPU steps lose to the CPU up to about this many rows
 Losses = tuple[Tensor, Tensor]  # (total, stacked COMPONENTS)
@@ -152,14 +147,12 @@ class _Threads:
 class ThreadChoice:
     """How many intra-op threads a CPU engine's steps use.
 
-    ``fixed`` (``trainer.threads: N``): always N. Otherwise small steps (activations up to
-    ``SMALL_STEP`` elements, e.g. the seed's 213 rows) use one: their kernels take
-    microseconds, and on a machine whose cores are shared a second thread turns a 14 us
+    ``fixed`` (``trainer.threads: N``): always N. Small steps (up to ``SMALL_STEP`` activation
+    elements, e.g. the seed's 213 rows) use one: on shared cores a second thread turns a 14 us
     matrix product into milliseconds. Large steps use whichever of torch's setting and one
-    thread ran an epoch faster, measured on alternating epochs (two each, after one warm-up
-    epoch), measured again every ``RETUNE`` epochs and when three epochs in a row take
-    ``SLOWER`` times the fastest one. With ``timed=False`` (``trainer.deterministic``, a
-    resume) large steps use torch's setting and nothing is measured.
+    thread ran an epoch faster (alternating epochs, two each after a warm-up; measured again
+    every ``RETUNE`` epochs and after three epochs ``SLOWER`` than the best). ``timed=False``
+    (``trainer.deterministic``, a resume): torch's setting, nothing measured.
     """
 
     RETUNE = 500
@@ -232,14 +225,12 @@ class ThreadChoice:
 class FusedEngine:
     """The hand-derived step (``fastpath``) on flat parameters, run by an execution strategy.
 
-    Per update: forward pass with the input-gradient sweep, the exact gradient written into
-    the flat grad buffer, one fused Adam update (``DirectAdam``). A full-batch epoch keeps
-    the forward pass of the training rows at the updated weights: it gives the validation
-    MSE when the validation rows are the training rows (the seed's ``train_split: 1.0``)
-    and is the next epoch's forward pass, so an epoch costs one forward pass, not two. It
-    is recomputed whenever the weights changed in between (their version counter moved: a
-    rollback, a resume). Mini-batches are gathered by index into reused buffers from the
-    normalized inputs, computed once per run. Every epoch computes its validation MSE.
+    Per update: forward pass with the input-gradient sweep, the exact gradient into the flat
+    grad buffer, one fused Adam update (``DirectAdam``). A full-batch epoch keeps the forward
+    pass at the updated weights: the validation MSE when the validation rows are the training
+    rows (the seed's ``train_split: 1.0``) and the next epoch's forward pass, so an epoch
+    costs one forward pass, not two (recomputed when the weights' version counter moved: a
+    rollback, a resume). Mini-batches are gathered into reused buffers by index.
     """
 
     def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
@@ -407,14 +398,11 @@ class Eager:
 
 
 class Compiled(Eager):
-    """The step (forward and backward as one function) and validation under ``torch.compile``.
-
-    Inductor fuses the step's ~40 elementwise passes into a few loops, which about halves
-    the time per step on large batches; compiling takes about a minute on a small CPU (once
-    per loss and batch shape; torch caches compiled code on disk). Forward and backward are
-    one compiled function, so the kept forward pass is not used. A compilation failure is
-    an error when ``trainer.engine`` is ``compiled``, a warning followed by eager steps under
-    ``auto``. Large CPU steps run eagerly until ``ThreadChoice`` settled the thread count.
+    """The step (forward and backward as one function, so no kept forward pass) and
+    validation under ``torch.compile``: inductor fuses the step's ~40 elementwise passes, about
+    halving large steps; compiling takes ~1 minute on a small CPU (once per loss and batch
+    shape). A compiler failure is an error for ``trainer.engine: compiled``, a warning and eager
+    steps under ``auto``. Large CPU steps run eagerly until ``ThreadChoice`` has decided.
     """
 
     pipelined = False
@@ -449,14 +437,12 @@ class Compiled(Eager):
 class Captured(Eager):
     """Whole epochs as one CUDA graph: updates, validation and the plateau scheduler.
 
-    The epoch body is the eager one with no host synchronization, plus the scheduler's
-    ``DevicePlateau.device_step`` and a copy of the losses into one output vector; the
-    mini-batch permutation is drawn eagerly (the Trainer's generator) and copied into a
-    fixed buffer. The first ``WARMUP`` epochs of each body run eagerly on a side stream
-    (capture needs warm kernels), the next is captured and every later epoch is one
-    ``replay()``. Every tensor a graph reads is updated in place by the Trainer's state
-    loading, so rollbacks and resumes keep the graphs valid. With ``capture=False`` (any
-    non-CUDA device) the bodies run eagerly each epoch: how the CPU tests check this.
+    The body is the eager epoch plus ``DevicePlateau.device_step`` and a copy of the losses
+    into one output vector; the permutation is drawn eagerly and copied into a fixed buffer.
+    The first ``WARMUP`` epochs of a body run on a side stream (capture needs warm kernels),
+    the next is captured, later ones replay it. State loading updates every tensor a graph
+    reads in place, so graphs survive rollbacks and resumes. Without CUDA the bodies run
+    eagerly: how the CPU tests check this.
     """
 
     static = True
@@ -531,12 +517,10 @@ class Captured(Eager):
 def choose_engine(cfg: TrainerConfig, device: torch.device, n_train: int, distributed: bool = False) -> str:
     """The engine ``trainer.engine`` asks for on this device and job (``auto`` resolved).
 
-    ``auto``: ``compiled`` on CPU when rows x epochs >= ``COMPILE_ROW_EPOCHS`` (compiling
-    takes ~1 minute on a small CPU and then halves the step time), else ``eager``.
-    ``captured`` is opt-in: ``auto`` never picks it until a GPU run has verified it
-    (``benchmarks/gpu_check.sh``). Distributed runs use ``eager`` (or ``reference``): their
-    gradient all-reduce is an ``opt.step`` pre-hook, which compiled and captured steps
-    could bypass.
+    ``auto``: ``compiled`` on CPU from ``COMPILE_ROW_EPOCHS`` (compiling takes ~1 minute on a
+    small CPU, then halves the step time), else ``eager``; never ``captured`` until a GPU run
+    has verified it (``benchmarks/gpu_check.sh``). Distributed runs use ``eager`` (or
+    ``reference``): compiled and captured steps could bypass the all-reduce pre-hook.
     """
     name = cfg.engine
     if name == "captured" and device.type != "cuda":
@@ -550,11 +534,10 @@ def choose_engine(cfg: TrainerConfig, device: torch.device, n_train: int, distri
 
 
 def resolve_device(name: str, engine: str = "auto", rows: Optional[int] = None) -> torch.device:
-    """The training device for ``trainer.device`` (``engine``: ``trainer.engine``; ``rows``:
-    training rows, when known). ``auto``: cpu without a usable CUDA device; cuda for the
-    ``captured`` engine (a captured epoch beats a CPU at any size); cpu for at most
-    ``SMALL_JOB_ROWS`` rows (uncaptured GPU steps are bound by kernel launches: the seed's
-    plain step runs ~130 epochs/s on an H100, ~500 on one CPU core); else cuda."""
+    """The device for ``trainer.device`` (``rows``: training rows, when known). ``auto``: cpu
+    without CUDA, or for at most ``SMALL_JOB_ROWS`` rows unless ``engine`` is ``captured``
+    (uncaptured GPU steps are launch-bound: the seed's step runs ~130 epochs/s on an H100,
+    ~500 on one CPU core); else cuda."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -616,9 +599,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, engine: str):
 
 def make_engine(model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
                 val_yn: Tensor, engine: str, sched=None, threads: Optional[ThreadChoice] = None) -> Engine:
-    """The engine named ``engine`` (a resolved name: not ``auto``)."""
+    """The engine ``choose_engine`` named (never ``auto``)."""
     if engine == "reference":
         return ReferenceEngine(model, cfg, opt, val_x, val_yn)
-    if engine in ENGINES:
-        return FusedEngine(model, cfg, opt, val_x, val_yn, engine, sched, threads)
-    raise ConfigError(f"trainer.engine: expected one of {', '.join(ENGINES)}, but got '{engine}'")
+    return FusedEngine(model, cfg, opt, val_x, val_yn, engine, sched, threads)
