@@ -1,20 +1,12 @@
 """``DevicePlateau``: torch's ReduceLROnPlateau with its state on the device, no host sync.
 
-The plateau scheduler needs the validation loss every epoch. torch's implementation turns
-it into a Python float (a device synchronization per epoch, which on a GPU costs more than
-a captured training step) and keeps the learning rate as a Python float (which a captured
-CUDA graph would bake in as a constant). This subclass keeps ``best``, the bad-epoch
-counter and the learning rate as device tensors and updates them with tensor operations,
-so the update can run inside the captured graph and Adam (``capturable``/``fused`` with a
-tensor lr) reads the new rate on the device.
-
-It mirrors torch's decisions exactly for the configuration the trainer uses (mode ``min``,
-relative threshold, no cooldown): ``best`` is compared in float64 as torch does with Python
-floats, and the lr is read from and written to the optimizer's lr tensor, computed in
-float64, as torch's own scheduler does with a tensor lr. ``state_dict`` first copies the
-device state into torch's attributes, so checkpoints have torch's format and load into
-either class. ``get_last_lr()`` is refreshed at ``state_dict`` time only (reading it every
-epoch would be the synchronization this class avoids).
+torch's scheduler reads the validation loss as a Python float (a sync per epoch, costlier
+on a GPU than a captured step) and keeps the lr as one (a captured graph would bake it in).
+This subclass keeps ``best``, the bad-epoch count and the lr as device tensors updated by
+tensor operations, so it runs inside the captured graph and Adam reads the new lr there.
+It mirrors torch's decisions for the trainer's setting (mode ``min``, relative threshold,
+no cooldown; comparisons in float64 as torch's). ``state_dict`` has torch's format (either
+class loads it); ``get_last_lr()`` is refreshed only there (reading it is the sync avoided).
 """
 from __future__ import annotations
 

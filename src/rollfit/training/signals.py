@@ -1,16 +1,10 @@
 """Graceful interruption: SIGINT/SIGTERM end a run at the next epoch boundary.
 
-``InterruptGuard`` is a context manager around the training loop. The first SIGINT or
-SIGTERM only sets ``requested``: the loop finishes the current epoch (so the optimizer
-step in flight completes), writes a checkpoint, flushes the log and raises
-``TrainingInterrupted``, whose message says how to resume. A second signal raises
-``KeyboardInterrupt`` at once; every file rollfit writes is written atomically
-(``rollfit.io``), so aborting mid-write leaves the previous file, never a partial one.
-
-Why an epoch boundary: a checkpoint taken there resumes bit-identically (the shuffling
-permutation is drawn once per epoch), and epochs over resident tensors are short.
-Handlers can only be installed from the main thread; elsewhere the guard does nothing
-and signals keep their default behaviour.
+The first signal only sets ``InterruptGuard.requested``: the loop finishes the epoch, writes
+a checkpoint and raises ``TrainingInterrupted``, whose message says how to resume. A second
+one raises ``KeyboardInterrupt`` at once (files are written atomically, so none is left
+partial). An epoch boundary because a checkpoint there resumes bit-identically (one
+permutation per epoch). Outside the main thread the guard does nothing.
 """
 from __future__ import annotations
 
@@ -25,7 +19,6 @@ from typing import Any, Optional
 from ..errors import TrainingError
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells report
 
 
 class TrainingInterrupted(TrainingError):
@@ -34,7 +27,7 @@ class TrainingInterrupted(TrainingError):
     def __init__(self, message: str, signum: int, epoch: int, checkpoint: Optional[Path]):
         super().__init__(message)
         self.signum, self.epoch, self.checkpoint = signum, epoch, checkpoint
-        self.exit_code = EXIT_CODES.get(signum, 128 + int(signum))
+        self.exit_code = 128 + int(signum)  # 130, 143: as shells report
 
 
 def resume_command(run_dir: str | Path) -> str:

@@ -1,14 +1,9 @@
-"""Training state that a checkpoint must carry for an exact resume, in checkpoint-safe types.
+"""Training state a checkpoint carries for an exact resume, in checkpoint-safe types.
 
-Resuming bit-identically needs more than weights: Adam's moments and step counts, the
-plateau scheduler's counters, the epoch, and every random number generator the loop
-draws from. Checkpoints load with ``torch.load(weights_only=True)``, so states are stored
-only as tensors, lists, dicts, ints, floats and strings: ``capture_rng`` converts the
-python and numpy RNG tuples, ``restore_rng`` converts them back.
-
-``load_optimizer_state`` copies into the optimizer's existing state tensors when it can,
-so a step engine that captured those tensors (a CUDA graph) keeps working after a
-rollback or resume.
+Checkpoints load with ``torch.load(weights_only=True)``, so the RNG states are stored as
+tensors and plain types (``capture_rng``, ``restore_rng``). ``load_optimizer_state`` copies
+into the existing state tensors when it can, so an engine that captured them (a CUDA graph)
+keeps working after a rollback or resume.
 """
 from __future__ import annotations
 

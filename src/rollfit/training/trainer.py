@@ -1,18 +1,14 @@
 """``Trainer``: Adam + ReduceLROnPlateau over resident tensors, with the seed's loss.
 
-The loop reads top-down: ``fit`` runs epochs; the strategy (``distributed.Local`` or the
-torchrun one) runs each epoch through the engine (``step.py``), whose ``validate`` gives
-the validation MSE in training units (the plateau scheduler's signal); logging and
-checkpoints happen at their periods. Losses are
-kept as tensors and only turned into floats at log periods, so the loop does not wait on
-the device every step (one sync per epoch: the plateau scheduler and the divergence check
-read the validation loss).
+``fit`` runs epochs top-down: the strategy (``distributed.Local`` or ``DistContext``) runs
+each through the engine (``step.py``), whose ``validate`` gives the validation MSE (the
+plateau scheduler's signal); logs and checkpoints follow at their periods. Losses stay
+tensors until a log period: one device sync per epoch (the scheduler and divergence check).
 
-Resilience (docs/resilience.md): checkpoints carry everything an exact resume needs
-(``training_state``: Adam, scheduler, epoch, the shuffling generator and the global RNGs);
-``load_state`` restores it in place. A non-finite loss stops the run or, with
-``on_nonfinite: rollback``, restores the last good state with half the lr; SIGINT/SIGTERM
-end the run after the current epoch with a checkpoint (``signals.py``).
+Resilience (docs/guide.md, Resume, fine-tune, interruptions): checkpoints carry everything an
+exact resume needs (``training_state``), which ``load_state`` restores in place. A non-finite
+loss stops the run or (``on_nonfinite: rollback``) restores the last good state with half
+the lr; SIGINT/SIGTERM end the run after the epoch with a checkpoint (``signals.py``).
 """
 from __future__ import annotations
 
@@ -70,10 +66,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.logger = logger or SimpleLogger(self.run_dir / "logs")
         self.meta = meta or {}
-        self.params = [p for p in self.model.parameters()]
         # the engine (trainer.engine, step.py) decides how Adam and the plateau scheduler are built
         self.engine_name = choose_engine(cfg, self.device, len(data.train), distributed=dist is not None)
-        self.opt = make_optimizer(self.params, cfg, self.engine_name, self.device)
+        self.opt = make_optimizer(list(self.model.parameters()), cfg, self.engine_name, self.device)
         self.sched = make_scheduler(self.opt, cfg, self.engine_name)
         width = max(list(self.model.layers) + [self.model.input_dim])
         self.threads = ThreadChoice(self.device, width, cfg.threads if isinstance(cfg.threads, int) else None,
