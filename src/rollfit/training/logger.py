@@ -20,15 +20,13 @@ PREFIX = "regression_hdf5"
 class SimpleLogger:
     """Collect metric rows in memory and write them as one JSON list."""
 
-    def __init__(self, log_dir: str | Path, name: str = PREFIX, timestamp: Optional[str] = None,
-                 resume_from: Optional[str | Path] = None):
+    def __init__(self, log_dir: str | Path, resume_from: Optional[str | Path] = None):
         self.log_dir = Path(log_dir)
         if resume_from is not None:
             self.path = Path(resume_from)
             self.rows: list[dict[str, Any]] = json.loads(self.path.read_text())
         else:
-            stamp = timestamp or _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
-            self.path = self.log_dir / f"{name}_{stamp}.json"
+            self.path = self.log_dir / f"{PREFIX}_{_dt.datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
             self.rows = []
         self.hparams_path = self.path.with_name(self.path.stem + "_hparams.json")
 

@@ -46,9 +46,8 @@ def signal_name(signum: int) -> str:
 class InterruptGuard:
     """Turn the first SIGINT/SIGTERM into a flag; a second one aborts at once."""
 
-    def __init__(self, announce: bool = True):
+    def __init__(self):
         self.requested: Optional[int] = None
-        self.announce = announce
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "InterruptGuard":
@@ -66,6 +65,5 @@ class InterruptGuard:
         if self.requested is not None:
             raise KeyboardInterrupt(f"second {signal_name(signum)}: aborted")
         self.requested = signum
-        if self.announce:
-            print(f"\nrollfit: {signal_name(signum)} received; finishing the current epoch and writing a "
-                  f"checkpoint (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+        print(f"\nrollfit: {signal_name(signum)} received; finishing the current epoch and writing a "
+              f"checkpoint (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
