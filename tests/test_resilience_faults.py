@@ -149,7 +149,7 @@ def test_rollback_restores_the_exact_state_of_the_last_checkpoint(tmp_path, demo
         run = train(cfg, tmp_path / "run").run_dir
     monkeypatch.undo()
     ckpt5 = load_checkpoint(clean / "checkpoints" / checkpoint_name(5))
-    model = ckpt_io.build_model(ckpt_io.model_config(ckpt5, "ep5"))
+    model = ckpt_io.training_model(ckpt5, "ep5")
     table = load_table(cfg)
     by_hand = Trainer(model, cfg.trainer, make_data(cfg, table), tmp_path / "by_hand", SimpleLogger(tmp_path / "logs"))
     by_hand.load_state(ckpt5)
