@@ -7,7 +7,7 @@ keys every reader relies on and raises one ``CheckpointError`` naming the key, w
 expected and what was found, so no later ``int()``, comparison or indexing can fail with
 a traceback. It imports no torch: tensors are recognized by their ``shape``/``dtype``.
 
-Checked: the seed's keys (``model_state_dict``, ``config`` with ``input_dim`` ...
+Checked: the original pipeline's keys (``model_state_dict``, ``config`` with ``input_dim`` ...
 ``target_std``), rollfit's config additions when present (``format_version``, labels,
 ``target_convention``, ``activation``, input bounds), and the resume state when present
 (``epoch``, optimizer/scheduler dicts, ``trainer_state`` with ``shuffle_rng``,

@@ -1,6 +1,6 @@
 """The configuration schema: every key, its meaning, unit and default, in one typed place.
 
-The YAML file has the seed's three sections (``data``, ``model``, ``trainer``). It is
+The YAML file has the original pipeline's three sections (``data``, ``model``, ``trainer``). It is
 validated strictly: an unknown key, a wrong type or an out-of-range value is a
 ``ConfigError`` naming the dotted key, with "did you mean" for typos. All problems are
 reported at once. Command-line overrides use dotted keys (``trainer.max_epochs=200``).
@@ -100,7 +100,7 @@ class DataConfig(_Section):
     batch_size: int = Field(65536, gt=0, description="Rows per optimizer step; >= rows means full batch.")
     train_split: float = Field(
         1.0, gt=0.0, le=1.0,
-        description="Fraction of param groups used for training; 1.0 trains and validates on all rows (the seed's default).")
+        description="Fraction of param groups used for training; 1.0 trains and validates on all rows (the original pipeline's default).")
     split_seed: int = Field(0, ge=0, le=MAX_SEED,
                             description="Seed of the random train/validation split of param groups.")
     on_missing: Literal["error", "skip"] = Field(
@@ -203,7 +203,7 @@ class TrainerConfig(_Section):
 
 
 class Config(_Section):
-    """A whole run configuration: the seed's three sections."""
+    """A whole run configuration: the original pipeline's three sections."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -449,7 +449,7 @@ def _resolve_paths(value: str | list[str], base: Path) -> str | list[str]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``config.yaml`` atomically, in the seed's section order."""
+    """Write ``config.yaml`` atomically, in the original pipeline's section order."""
     from .io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -118,7 +118,7 @@ class HDF5DataModule:
     @classmethod
     def from_path(cls, hdf5_path, in_lbl: Sequence[str], out_lbl: Sequence[str], batch_size: int = 65536,
                   train_split: float = 1.0, split_seed: int = 0, device="cpu", **load_kwargs) -> "HDF5DataModule":
-        """Read rollout file(s) and wrap them (the seed's entry point)."""
+        """Read rollout file(s) and wrap them (the original pipeline's entry point)."""
         table = load_rollouts(hdf5_path, list(in_lbl), list(out_lbl), **load_kwargs)
         return cls(table, batch_size, train_split, split_seed, device)
 

@@ -1,10 +1,13 @@
-"""Checkpoints: the seed's dict format plus what a checkpoint needs to stand alone.
+"""Checkpoints: the original pipeline's dict format plus what a checkpoint needs to stand alone.
 
 A checkpoint is ``{"epoch", "model_state_dict", "optimizer_state_dict",
-"scheduler_state_dict", "config"}`` as in the seed; ``config`` holds the keys the seed's
+"scheduler_state_dict", "config"}`` as in the original pipeline; ``config`` holds the keys its
 loading snippet reads (``input_dim`` ... ``target_std``) and rollfit's additions
 (``format_version``, ``target_convention``, ``activation``, labels, aliases, input
-bounds, loss settings and the whole run config). Only plain types and tensors are stored,
+bounds, loss settings and the whole run config). ``model_state_dict`` holds the weights with
+the target scaling folded into the output layer (``target_convention: raw``), so the original's
+``model(x)`` gives original units; ``trainer_state.net_state_dict`` holds the weights as
+trained, which resume continues from bit for bit. Only plain types and tensors are stored,
 so ``torch.load(path, weights_only=True)`` reads it. Files are written atomically.
 
 Runs of the original pipeline have no ``format_version``: their networks output raw units

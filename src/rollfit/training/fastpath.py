@@ -43,7 +43,7 @@ class FlatParams:
     """A model's parameters as views of one flat buffer, their grads as views of another.
 
     ``inv_count[i]`` is 1 / (size of the tensor holding element i), so
-    ``dot(|flat|, inv_count)`` is the sum over tensors of mean |w| (the seed's L1).
+    ``dot(|flat|, inv_count)`` is the sum over tensors of mean |w| (the original pipeline's L1).
     """
 
     def __init__(self, model: nn.Module):
@@ -161,7 +161,7 @@ def _reduce_rows(t: Tensor, rows: int) -> Tensor:
 def _merged_weights(blk: Block) -> Optional[tuple[Tensor, Tensor]]:
     """A block without activation and with a Linear skip is one Linear: (W + Ws, b + bs).
 
-    The seed's residual [64, 32] ends with such a block, so this halves its largest
+    The example config's residual [64, 32] ends with such a block, so this halves its largest
     matrix products, forward and backward.
     """
     if blk.act is None and blk.skip is not None:

@@ -148,7 +148,7 @@ class ThreadChoice:
     """How many intra-op threads a CPU engine's steps use.
 
     ``fixed`` (``trainer.threads: N``): always N. Small steps (up to ``SMALL_STEP`` activation
-    elements, e.g. the seed's 213 rows) use one: on shared cores a second thread turns a 14 us
+    elements, e.g. the original pipeline's 213-row example) use one: on shared cores a second thread turns a 14 us
     matrix product into milliseconds. Large steps use whichever of torch's setting and one
     thread ran an epoch faster (alternating epochs, two each after a warm-up; measured again
     every ``RETUNE`` epochs and after three epochs ``SLOWER`` than the best). ``timed=False``
@@ -228,7 +228,7 @@ class FusedEngine:
     Per update: forward pass with the input-gradient sweep, the exact gradient into the flat
     grad buffer, one fused Adam update (``DirectAdam``). A full-batch epoch keeps the forward
     pass at the updated weights: the validation MSE when the validation rows are the training
-    rows (the seed's ``train_split: 1.0``) and the next epoch's forward pass, so an epoch
+    rows (the original pipeline's ``train_split: 1.0``) and the next epoch's forward pass, so an epoch
     costs one forward pass, not two (recomputed when the weights' version counter moved: a
     rollback, a resume). Mini-batches are gathered into reused buffers by index.
     """
@@ -536,7 +536,7 @@ def choose_engine(cfg: TrainerConfig, device: torch.device, n_train: int, distri
 def resolve_device(name: str, engine: str = "auto", rows: Optional[int] = None) -> torch.device:
     """The device for ``trainer.device`` (``rows``: training rows, when known). ``auto``: cpu
     without CUDA, or for at most ``SMALL_JOB_ROWS`` rows unless ``engine`` is ``captured``
-    (uncaptured GPU steps are launch-bound: the seed's step runs ~130 epochs/s on an H100,
+    (uncaptured GPU steps are launch-bound: the example config's step runs ~130 epochs/s on an H100,
     ~500 on one CPU core); else cuda."""
     if name == "auto":
         if not torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""``Trainer``: Adam + ReduceLROnPlateau over resident tensors, with the seed's loss.
+"""``Trainer``: Adam + ReduceLROnPlateau over resident tensors, with the original pipeline's loss.
 
 ``fit`` runs epochs top-down: the strategy (``distributed.Local`` or ``DistContext``) runs
 each through the engine (``step.py``), whose ``validate`` gives the validation MSE (the
@@ -160,7 +160,7 @@ class Trainer:
         return row
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
-        """The checkpoint dict: the seed's keys, the resume state and rollfit's config additions."""
+        """The checkpoint dict: the original pipeline's keys, the resume state and rollfit's config additions."""
         state = self.training_state(epoch)
         # weights in original units (the original's convention, so its snippet's model(x) is right);
         # the exact training weights go with the resume state
