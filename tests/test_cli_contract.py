@@ -409,3 +409,22 @@ def test_building_the_parser_imports_nothing_heavy():
             "print(sorted(k for k in ('torch', 'numpy', 'pydantic', 'h5py', 'matplotlib') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_control_characters_from_files_are_shown_escaped_not_sent_to_the_terminal(monkeypatch, capsys):
+    """A label read from a checkpoint or a CSV header is data: an escape sequence in it (ESC, CSI,
+    a carriage return, a newline) is printed as an escape, so it cannot recolour, rewrite or hide
+    the line, and a warning stays one line."""
+    import rollfit.cli.inspect as inspect_cmd
+    from rollfit.cli.main import _one_line_warning
+    from rollfit.errors import DataError
+
+    def hostile(args):
+        raise DataError("in.csv: expected a column 'x\x1b[31m\x07\u009b2J' (an input of the run)")
+
+    monkeypatch.setattr(inspect_cmd, "run", hostile)
+    assert main(["inspect", "--hdf5", "x"]) == 2
+    assert capsys.readouterr().err == ("rollfit inspect: error: in.csv: expected a column 'x\\x1b[31m\\x07\\x9b2J' "
+                                       "(an input of the run)\n")
+    line = _one_line_warning(UserWarning("column 'x\x1b[2K\rok\nb': 1 of 1 rows outside"), UserWarning, "f.py", 1)
+    assert line == "rollfit: warning: column 'x\\x1b[2K\\rok\\nb': 1 of 1 rows outside\n"

@@ -105,7 +105,13 @@ def one_line(exc: BaseException) -> str:
     else:
         text = (f"internal error: {type(exc).__name__}: {exc} (this is a bug in rollfit; "
                 f"run with --debug for the traceback)")
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (ESC, CSI, CR, newline, BEL...)
+    written as its escape: labels and names read from files reach messages as data."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _interrupted(argv: list[str]) -> int:
@@ -124,7 +130,7 @@ def _ignore_sigint() -> None:
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings as ``rollfit: warning: <message>``, without the source line."""
-    return f"rollfit: warning: {message}\n"
+    return f"rollfit: warning: {printable(str(message))}\n"
 
 
 if __name__ == "__main__":  # pragma: no cover
