@@ -215,3 +215,15 @@ def test_failed_run_search_is_capped_on_big_campaigns(tmp_path):
     h5 = write_rollout_file(tmp_path / "a.h5", None, {"metabolic/cot/MA/mean": np.zeros(40)}, ok)
     assert len(plots.failed_inputs(h5, ["gait_stride"])) == 20
     assert 0 < len(plots.failed_inputs(h5, ["gait_stride"], max_groups=10)) <= 10
+
+
+def test_long_labels_give_file_names_the_file_system_takes(tmp_path):
+    """Labels come from the data file: two 200-character parameter names made the contour's
+    file name longer than 255 bytes, so `rollfit plot` and the run's report failed."""
+    a, b = "a" * 200 + "_stride", "a" * 200 + "_cadence"
+    name = f"contour_{plots.safe_name(a)}_{plots.safe_name(b)}.png"
+    assert len(name.encode()) <= 255
+    (tmp_path / name).write_bytes(b"")  # the file system takes it
+    assert plots.safe_name(a) != plots.safe_name(b) and plots.safe_name(a) == plots.safe_name(a)
+    assert plots.safe_name(a).startswith("a" * 40)
+    assert plots.safe_name("gait_stride") == "gait_stride" and plots.safe_name("cot/MA mean") == "cot-MA-mean"

@@ -14,6 +14,7 @@ a run folder into ``<run>/plots/``:
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import warnings
@@ -254,9 +255,17 @@ def failed_inputs(paths: Any, in_lbl: Sequence[str], max_groups: Optional[int] =
     return np.stack(rows) if rows else np.empty((0, len(in_lbl)))
 
 
+SAFE_NAME_MAX = 80  # two of these in a contour's file name stay under the usual 255-byte limit
+
+
 def safe_name(label: str) -> str:
-    """A label as a file-name part (letters, digits, ``_.-``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "x"
+    """A label as a file-name part (letters, digits, ``_.-``); a long label keeps its first
+    characters and gains a hash of the whole, so the name stays short and distinct."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "x"
+    if len(name) <= SAFE_NAME_MAX:
+        return name
+    digest = hashlib.blake2b(label.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{name[:SAFE_NAME_MAX - 9]}-{digest}"
 
 
 # ----------------------------------------------------------------------------- drawing
