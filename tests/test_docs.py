@@ -206,6 +206,18 @@ def test_every_doc_file_the_docs_name_exists(path):
     assert sorted(p for p in named if not (ROOT / p).exists()) == []
 
 
+def test_benchmark_commands_name_existing_scripts_and_flags():
+    """Every ``python benchmarks/X.py --flag`` in RESULTS.md runs a script that takes the flag."""
+    commands = re.findall(r"python (benchmarks/[\w]+\.py)([^`\n]*)", _text("benchmarks/RESULTS.md"))
+    assert commands
+    wrong = []
+    for script, rest in commands:
+        source = (ROOT / script).read_text() if (ROOT / script).exists() else ""
+        wrong += [f"{script} {flag}" for flag in [script] + re.findall(r"--[a-z][a-z-]*", rest)
+                  if not source or (flag.startswith("--") and f'"{flag}"' not in source)]
+    assert wrong == []
+
+
 SEED_WORDING = re.compile(r"\bthe seed\b(?! (of|for|to|value|argument))|\bseed's\b|\bSEED\.md\b|\bseed config\b", re.I)
 
 
