@@ -334,3 +334,25 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(demo_file, tm
     with pytest.raises(DataFileNotFound):
         train(demo_config(tmp_path / "missing.h5", QUICK), run, overwrite=True)
     assert sorted(p.name for p in list_checkpoints(run)) == before and (run / "config.yaml").is_file()
+
+
+def test_orphan_cleanup_and_overwrite_never_reach_through_a_symlink(tmp_path):
+    """A run folder is data: a symlinked subfolder (crafted, or a user's link to other storage)
+    must not let the orphan cleanup delete ``.*.tmp`` files elsewhere, nor --overwrite fail
+    half-way (``rmtree`` refuses links) or empty the link's target."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".draft.tmp").write_text("someone's")
+    (elsewhere / "keep.json").write_text("{}")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / ".ep_000001.ckpt.x.tmp").write_bytes(b"half")
+    (run / "extra").symlink_to(elsewhere, target_is_directory=True)
+    (run / "logs").symlink_to(elsewhere, target_is_directory=True)
+    folder = RunFolder(run)
+    removed = folder.remove_stale_temp_files()
+    assert removed == [run / "checkpoints" / ".ep_000001.ckpt.x.tmp"]
+    assert (elsewhere / ".draft.tmp").read_text() == "someone's"
+    folder.clear()
+    assert not (run / "logs").exists() and not (run / "logs").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == [".draft.tmp", "keep.json"]

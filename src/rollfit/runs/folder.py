@@ -124,18 +124,21 @@ class RunFolder:
         report and config (``metrics*.json`` includes the ``metrics.json`` of older rollfit
         versions). Other files in the folder are left alone."""
         for d in (self.checkpoints, self.logs, self.plots):
-            if d.is_dir():
+            if d.is_symlink():  # a link is removed, never followed: its target is not the run's
+                d.unlink()
+            elif d.is_dir():
                 shutil.rmtree(d)
         for f in [self.config, self.report, *self.root.glob("metrics*.json")]:
             f.unlink(missing_ok=True)
 
     def remove_stale_temp_files(self, older_than: float = 0.0) -> list[Path]:
         """Delete temporary files a killed process left (``.<name>.*.tmp``, write probes) in
-        the run folder and its subfolders; only those unchanged for ``older_than`` seconds."""
+        the run folder and its subfolders (not through a symlink: its target is not the run's);
+        only those unchanged for ``older_than`` seconds."""
         if not self.root.is_dir():
             return []
         removed, now = [], time.time()
-        for folder in [self.root, *(p for p in self.root.iterdir() if p.is_dir())]:
+        for folder in [self.root, *(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink())]:
             for p in [*folder.glob(".*.tmp"), *folder.glob(".rollfit-probe.*")]:
                 with contextlib.suppress(OSError):
                     if p.is_file() and now - p.stat().st_mtime >= older_than:
