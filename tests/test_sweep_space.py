@@ -224,3 +224,17 @@ def test_space_yaml_gets_the_config_limits(tmp_path):
     p.write_bytes(b"trainer.lr: [\xff]\n")
     with pytest.raises(ConfigError, match=r"expected UTF-8 YAML text, but got a binary or non-UTF-8 file \(byte 13\)"):
         load_space(p)
+
+
+def test_the_first_rung_fits_short_trials_and_a_longer_one_is_refused_before_ray():
+    """trainer.max_epochs=5 with the default first rung (log_period 50) made Ray's ASHA fail:
+    'internal error: AssertionError: grace_period must be <= max_t!' (exit 1)."""
+    from rollfit.config import load_config
+    from rollfit.sweep.runner import first_rung
+
+    assert first_rung(load_config(None, ["trainer.max_epochs=5"]), SweepSettings()) == 5
+    assert first_rung(load_config(None, ["trainer.max_epochs=3000"]), SweepSettings()) == 375
+    assert first_rung(load_config(None, ["trainer.max_epochs=5"]), SweepSettings(grace_epochs=5)) == 5
+    with pytest.raises(ConfigError) as exc:
+        first_rung(load_config(None, ["trainer.max_epochs=5"]), SweepSettings(grace_epochs=6))
+    assert str(exc.value) == "--grace-epochs: expected at most trainer.max_epochs (5), but got 6"

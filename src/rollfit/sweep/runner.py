@@ -44,7 +44,7 @@ class SweepSettings:
     mode: str = "min"
     concurrent: Optional[int] = None     # None: one trial per CPU
     gpus_per_trial: float = 0.0
-    grace_epochs: Optional[int] = None   # ASHA's first rung; None: max(log_period, max_epochs // 8)
+    grace_epochs: Optional[int] = None   # ASHA's first rung; None: see first_rung
     early_stop: bool = True
     seed: int = 0
     verbose: bool = False
@@ -62,6 +62,18 @@ def check_settings(settings: SweepSettings) -> None:
         value = getattr(settings, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name}: expected an integer >= 1, but got {value}")
+
+
+def first_rung(cfg: Config, settings: SweepSettings) -> int:
+    """ASHA's first rung: ``--grace-epochs``, else max(log_period, max_epochs // 8) cut to
+    max_epochs, so short trials reach it (Ray refuses a first rung past its last epoch)."""
+    t = cfg.trainer
+    if settings.grace_epochs is not None:
+        if settings.grace_epochs > t.max_epochs:
+            raise ConfigError(f"--grace-epochs: expected at most trainer.max_epochs ({t.max_epochs}), "
+                              f"but got {settings.grace_epochs}")
+        return settings.grace_epochs
+    return max(1, min(max(t.log_period, t.max_epochs // 8), t.max_epochs))
 
 
 def check_output(output: Path) -> None:
@@ -158,7 +170,7 @@ def _scheduler(cfg: Config, settings: SweepSettings, notes: list[str]):
     from ray.tune.schedulers import ASHAScheduler
 
     t = cfg.trainer
-    grace = settings.grace_epochs or max(t.log_period, t.max_epochs // 8)
+    grace = first_rung(cfg, settings)
     notes.append(f"early stopping: ASHA, first rung at epoch {grace}, reduction factor 3")
     # max_t one past the last epoch: at max_t ASHA stops a trial at its final report, before the
     # trainer writes its final checkpoint; a completed trial must end on its own.
@@ -193,6 +205,7 @@ def run_sweep(cfg: Config, space: SearchSpace, output: str | Path, settings: Swe
 
     check_settings(settings)
     check_trials(space, settings.samples)
+    first_rung(cfg, settings)
     ray = require_package("ray", RAY_HINT, "sweeps")
     output = Path(output).resolve()
     check_output(output)
