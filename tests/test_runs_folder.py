@@ -356,3 +356,19 @@ def test_orphan_cleanup_and_overwrite_never_reach_through_a_symlink(tmp_path):
     folder.clear()
     assert not (run / "logs").exists() and not (run / "logs").is_symlink()
     assert sorted(p.name for p in elsewhere.iterdir()) == [".draft.tmp", "keep.json"]
+
+
+def test_a_symlinked_lock_file_is_refused_not_written_through(trained_run, tmp_path, capsys):
+    """A received run folder whose rollfit.lock links to another file: taking the lock (train,
+    --resume, report's orphan cleanup) truncated that file and wrote a pid into it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "rollfit.lock").symlink_to(victim)
+    with pytest.raises(OutputError, match="rollfit.lock"):
+        RunLock(run / "rollfit.lock").acquire()
+    assert victim.read_text() == "precious"
+    main(["report", "--run", str(run)])
+    capsys.readouterr()
+    assert victim.read_text() == "precious"

@@ -71,7 +71,9 @@ class RunLock:
 
     def _try_open(self) -> Optional[int]:
         """An open, locked descriptor of the lock file, or None when a live process holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a lock file that is a symlink (a received run folder) is refused (ELOOP),
+        # never truncated and written through to the file it names
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         if fcntl is None:  # pragma: no cover - no flock here: the pid file only names the writer
             return fd
         try:
