@@ -238,3 +238,13 @@ def test_the_first_rung_fits_short_trials_and_a_longer_one_is_refused_before_ray
     with pytest.raises(ConfigError) as exc:
         first_rung(load_config(None, ["trainer.max_epochs=5"]), SweepSettings(grace_epochs=6))
     assert str(exc.value) == "--grace-epochs: expected at most trainer.max_epochs (5), but got 6"
+
+
+@pytest.mark.parametrize("flags", [["--grace-epochs", "9"], ["--metric", "loss/vall"]])
+def test_refused_settings_leave_no_sweep_folder(tmp_path, demo_file, capsys, flags):
+    (tmp_path / "space.yaml").write_text("trainer.lr: [0.1, 0.01]\n")
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--space", str(tmp_path / "space.yaml"), "--hdf5", str(demo_file), "--output", str(out),
+                 *flags, "trainer.max_epochs=5"])
+    assert code == 2 and len(capsys.readouterr().err.splitlines()) == 1
+    assert not out.exists()

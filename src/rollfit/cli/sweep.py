@@ -46,7 +46,7 @@ def sweep_metrics() -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sweep.runner import SweepSettings, check_output, run_sweep
+    from ..sweep.runner import SweepSettings, check_output, check_settings, first_rung, run_sweep
     from ..sweep.space import load_space
 
     check_paths(args.hdf5)
@@ -56,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
         paths = [os.path.abspath(p) for p in args.hdf5]  # best_config.yaml must work from anywhere
         cfg.data.hdf5_path = paths if len(paths) > 1 else paths[0]
     space = load_space(args.space, cfg)
-    check_output(Path(args.output).resolve())
     settings = SweepSettings(samples=args.samples, address=args.address, metric=args.metric, mode=args.mode,
                              concurrent=args.concurrent, gpus_per_trial=args.gpus_per_trial,
                              grace_epochs=args.grace_epochs, early_stop=not args.no_early_stop, seed=args.seed,
                              verbose=args.verbose)
+    check_settings(settings)
+    first_rung(cfg, settings)  # refused settings leave no --output folder behind
+    check_output(Path(args.output).resolve())
     result = run_sweep(cfg, space, args.output, settings)
     print(f"results: {result.results_csv}")
     if result.best_config is not None:
