@@ -129,6 +129,22 @@ def test_a_crafted_log_file_name_is_refused_on_resume(demo_file, tmp_path):
     assert not (tmp_path / "x").exists() and not (run.parent.parent / "x").exists()
 
 
+@pytest.mark.parametrize("sub", ["checkpoints", "logs"])
+def test_a_run_whose_write_folder_is_a_symlink_is_refused_on_resume(demo_file, tmp_path, sub):
+    """A received run folder whose checkpoints/ or logs/ links elsewhere must not make a resume
+    write outside the run."""
+    run = _train(demo_file, tmp_path / "run").run_dir
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(run / sub), str(elsewhere))
+    (run / sub).symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    with pytest.raises(OutputError) as err:
+        resume(run, ["trainer.max_epochs=8"])
+    assert str(err.value) == (f"{run / sub}: expected a folder inside the run, but it is a symbolic link to "
+                              f"{elsewhere}; a run writes only inside its own folder")
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
 # ---- finding the run of --run PATH ---------------------------------------------------------
 def test_open_run_errors_are_one_line(tmp_path, trained_run):
     with pytest.raises(DataFileNotFound, match=r"nope: expected a run folder or a checkpoint file, but it does "

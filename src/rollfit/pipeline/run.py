@@ -172,7 +172,8 @@ def resume(run_or_ckpt: str | Path, overrides: Sequence[str] = (), config: Optio
     cfg = resume_config(ckpt, path, overrides, config, hdf5)
     model = ckpt_io.training_model(ckpt, path)
     meta = {k: v for k, v in ckpt["config"].items() if k == "init_from"}
-    folder = RunFolder(RunFolder.of_checkpoint(path).root)
+    given = Path(run_or_ckpt)  # a run folder named by the user is the run, whatever its links say
+    folder = RunFolder(given if given.is_dir() else RunFolder.of_checkpoint(path).root)
     # any number of processes: checkpoints hold the full state
     return _execute(_Start(cfg, folder, model, ckpt, path, meta), table, on_log, _strategy(cfg))
 

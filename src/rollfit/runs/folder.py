@@ -18,6 +18,7 @@ confined to the folder with ``inside``. This module imports no torch: the CLI re
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import time
@@ -115,7 +116,12 @@ class RunFolder:
         return RunLock(self.lock_path)
 
     def probe(self) -> None:
-        """Create the run folder and its write folders, checking they are writable."""
+        """Create the run folder and its write folders, checking they are writable and really
+        the run's (a received run whose checkpoints/ or logs/ links elsewhere is refused)."""
+        for folder in (self.checkpoints, self.logs):
+            if folder.is_symlink():
+                raise OutputError(f"{folder}: expected a folder inside the run, but it is a symbolic link to "
+                                  f"{Path(os.readlink(folder))}; a run writes only inside its own folder")
         for folder in (self.root, self.checkpoints, self.logs):
             check_writable(folder)
 
