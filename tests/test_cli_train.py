@@ -145,6 +145,7 @@ def test_sigterm_under_nproc_ends_with_one_line_and_a_checkpoint(tmp_path, demo_
     assert code == 143 and "Traceback" not in err and "SignalException" not in err, err
     assert err.splitlines()[-1].startswith("rollfit train: interrupted by SIGTERM after epoch ")
     assert "resume with: rollfit train --resume" in err.splitlines()[-1]
+    assert err.count("SIGTERM received") == 1, err  # the writing rank alone announces it
 
 
 @pytest.mark.slow

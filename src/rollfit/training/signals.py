@@ -46,8 +46,9 @@ def signal_name(signum: int) -> str:
 class InterruptGuard:
     """Turn the first SIGINT/SIGTERM into a flag; a second one aborts at once."""
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.requested: Optional[int] = None
+        self.announce = announce  # one notice per run: under torchrun only the writing rank says it
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "InterruptGuard":
@@ -65,5 +66,6 @@ class InterruptGuard:
         if self.requested is not None:
             raise KeyboardInterrupt(f"second {signal_name(signum)}: aborted")
         self.requested = signum
-        print(f"\nrollfit: {signal_name(signum)} received; finishing the current epoch and writing a "
-              f"checkpoint (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+        if self.announce:
+            print(f"\nrollfit: {signal_name(signum)} received; finishing the current epoch and writing a "
+                  f"checkpoint (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)

@@ -113,7 +113,7 @@ class Trainer:
         self._good, self._saved_at = self._snapshot(self.start_epoch - 1), _clock()
         epoch = self.start_epoch
         try:
-            with InterruptGuard() as guard:
+            with InterruptGuard(announce=self.strategy.is_writer) as guard:
                 while epoch < cfg.max_epochs:
                     train = self._train_epoch(epoch)
                     val = self.engine.validate()
