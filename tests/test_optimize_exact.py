@@ -43,7 +43,7 @@ def exact_net() -> RegressionNet:
     """The hand-built network (normalized inputs and targets, as rollfit trains them)."""
     net = RegressionNet(2, 2, [2 * len(A)], input_mean=torch.tensor(MEAN), input_std=torch.tensor(STD),
                         target_mean=torch.tensor([55.0, 0.0]), target_std=torch.tensor([10.0, 1.0]),
-                        residual=False, activation="gelu")
+                        residual=False, activation="gelu", target_convention="normalized")
     w = np.concatenate([A * STD, -A * STD])  # z = a.(x - x*) from the normalized input
     b = np.concatenate([A @ (MEAN - CENTRE), -A @ (MEAN - CENTRE)])
     out = np.stack([np.concatenate([C, C]), np.concatenate([E, -E])])
