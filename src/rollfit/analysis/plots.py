@@ -259,10 +259,11 @@ SAFE_NAME_MAX = 80  # two of these in a contour's file name stay under the usual
 
 
 def safe_name(label: str) -> str:
-    """A label as a file-name part (letters, digits, ``_.-``); a long label keeps its first
-    characters and gains a hash of the whole, so the name stays short and distinct."""
+    """A label as a file-name part (letters, digits, ``_.-``). A label that had to change (other
+    characters, or longer than ``SAFE_NAME_MAX``) gains a hash of the whole label, so two
+    labels never share a file name ('a b' and 'a-b' differ) and the name stays short."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "x"
-    if len(name) <= SAFE_NAME_MAX:
+    if name == label and len(name) <= SAFE_NAME_MAX:
         return name
     digest = hashlib.blake2b(label.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
     return f"{name[:SAFE_NAME_MAX - 9]}-{digest}"
