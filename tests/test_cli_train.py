@@ -91,6 +91,12 @@ def test_inspect_summarizes(demo_file, capsys):
     assert "gait_stride" in out and "metabolic/cot/MA/mean" in out
 
 
+def test_inspect_with_one_side_named_checks_the_default_other_side(demo_file, capsys):
+    assert main(["inspect", "--hdf5", str(demo_file), "--in-lbl", "gait_stride"]) == 0
+    out = capsys.readouterr().out
+    assert "loading in_lbl=['gait_stride'] out_lbl=['cot_ma15']" in out
+
+
 def test_demo_runs_quickly(tmp_path, capsys):
     code = main(["demo", "--output", str(tmp_path / "demo"), "--groups", "120", "trainer.max_epochs=40",
                  "trainer.progress=false", "trainer.report=false"])

@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         cfg = load_config(args.config)
         in_lbl, out_lbl, aliases = in_lbl or cfg.data.in_lbl, out_lbl or cfg.data.out_lbl, cfg.data.aliases
+    elif bool(in_lbl) != bool(out_lbl):  # one side named: the other is what training would use by default
+        from ..config import DataConfig
+
+        defaults = DataConfig()
+        in_lbl, out_lbl = in_lbl or defaults.in_lbl, out_lbl or defaults.out_lbl
     configured = cfg.data.hdf5_path if args.config else None
     paths = args.hdf5 or ([configured] if isinstance(configured, str) else configured)
     if not paths:
