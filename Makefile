@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/rollfit demo --output rollfit_demo
+	.venv/bin/rollfit demo --output rollfit_demo --overwrite
 
 test:
 	bash scripts/setup.sh test,onnx,ray

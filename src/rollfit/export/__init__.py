@@ -11,7 +11,7 @@ written, the artefact's bytes are written to a scratch folder, loaded back with 
 format's own runtime (onnxruntime, ``torch.export.load``, the system C compiler) and
 compared with the PyTorch model on random inputs within the input bounds; above the
 tolerance it is an error and nothing is written. Then the artefact and the sidecar are
-written atomically. See docs/interop.md.
+written atomically. See docs/guide.md (export).
 """
 from __future__ import annotations
 

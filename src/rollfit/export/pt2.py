@@ -5,7 +5,7 @@ The program takes one float32 tensor ``x`` of shape ``[batch, D]`` (raw inputs i
 with ``torch.export.load(path).module()``; the sidecar's content is also stored inside the
 archive as ``extra_files["rollfit.json"]``. For C++ without Python, compile it with
 AOTInductor (``torch._inductor.aoti_compile_and_package``) and run it with libtorch's
-``AOTIModelPackageLoader`` (docs/interop.md).
+``AOTIModelPackageLoader`` (docs/guide.md, export).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The training pipeline: config + rollout files -> a complete run folder, then its report.
 
 ``train`` starts a run (optionally fine-tuning from another run's weights, ``init_from``);
-``resume`` continues one from its newest complete checkpoint, exactly (docs/resilience.md).
+``resume`` continues one from its newest complete checkpoint, exactly (docs/guide.md, resume).
 Both build a ``_Start`` (what differs between them) and go through one path, ``_execute``:
 lock the folder, seed, read the data, build the data module, write config and log, fit,
 write the report. The folder layout is ``runs.folder.RunFolder``'s.
