@@ -239,8 +239,7 @@ def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     logger = _logger(start, writer)
     logger.log_hyperparams(cfg.to_dict())
     meta = {**checkpoint_meta(cfg, table, data), **start.meta}
-    dist = strategy if strategy.world > 1 else None  # the Trainer's contract: None is one process
-    trainer = Trainer(model.train(), cfg.trainer, data, folder.root, logger, meta, on_log=on_log, dist=dist)
+    trainer = Trainer(model.train(), cfg.trainer, data, folder.root, logger, meta, on_log=on_log, dist=strategy)
     if start.ckpt is not None:
         trainer.load_state(start.ckpt)
         trainer.last_checkpoint = start.ckpt_path

@@ -58,7 +58,7 @@ class Trainer:
     def __init__(self, model: RegressionNet, cfg: TrainerConfig, data: HDF5DataModule, run_dir: str | Path,
                  logger: Optional[SimpleLogger] = None, meta: Optional[dict[str, Any]] = None,
                  on_log: Optional[Callable[[int, dict[str, float]], None]] = None, dist=None):
-        self.strategy = dist or Local()  # a distributed.DistContext under torchrun (WORLD_SIZE > 1)
+        self.strategy = dist or Local()  # Local, or a distributed.DistContext under torchrun (WORLD_SIZE > 1)
         data = self.strategy.shard(data)  # this process's rows
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.on_log = on_log  # called with (epoch, logged row) after each log flush (e.g. sweeps report)
@@ -67,7 +67,7 @@ class Trainer:
         self.logger = logger or SimpleLogger(self.run_dir / "logs")
         self.meta = meta or {}
         # the engine (trainer.engine, step.py) decides how Adam and the plateau scheduler are built
-        self.engine_name = choose_engine(cfg, self.device, len(data.train), distributed=dist is not None)
+        self.engine_name = choose_engine(cfg, self.device, len(data.train), distributed=self.strategy.world > 1)
         self.opt = make_optimizer(list(self.model.parameters()), cfg, self.engine_name, self.device)
         self.sched = make_scheduler(self.opt, cfg, self.engine_name)
         width = max(list(self.model.layers) + [self.model.input_dim])
