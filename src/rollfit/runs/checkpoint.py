@@ -255,9 +255,9 @@ def load_model(run_or_ckpt: str | Path | RunFolder, activation: Optional[str] = 
     """
     folder = run_or_ckpt if isinstance(run_or_ckpt, RunFolder) else RunFolder.at(run_or_ckpt)
     path, ckpt = newest_readable(folder)
-    if training:
-        return training_model(ckpt, path, activation).eval(), model_config(ckpt, path, activation), path
     cfg = model_config(ckpt, path, activation)
+    if training:
+        return training_model(ckpt, path, cfg=cfg).eval(), cfg, path
     model = build_model(cfg)
     load_weights(model, ckpt["model_state_dict"], path)
     return model.eval(), cfg, path
@@ -271,10 +271,12 @@ def training_weights(state: dict[str, Any]) -> dict[str, Any]:
     return ts["net_state_dict"] if isinstance(ts, dict) and "net_state_dict" in ts else state["model_state_dict"]
 
 
-def training_model(ckpt: dict[str, Any], path: str | Path, activation: Optional[str] = None) -> RegressionNet:
+def training_model(ckpt: dict[str, Any], path: str | Path, activation: Optional[str] = None,
+                   cfg: Optional[dict[str, Any]] = None) -> RegressionNet:
     """The network in the target convention it is trained in, with its exact training weights
-    (resume and fine-tuning continue from these, bit for bit)."""
-    cfg = model_config(ckpt, path, activation)
+    (resume and fine-tuning continue from these, bit for bit). ``cfg``: the checkpoint's
+    ``model_config`` when the caller has it already."""
+    cfg = cfg if cfg is not None else model_config(ckpt, path, activation)
     ts = ckpt.get("trainer_state")
     if isinstance(ts, dict) and "net_state_dict" in ts:
         cfg = {**cfg, "target_convention": str(ts.get("net_convention", "normalized"))}
