@@ -327,6 +327,18 @@ def test_damaged_config_yaml_is_an_error_not_defaults(tmp_path):
         load_model(run)
 
 
+def test_a_hostile_config_yaml_in_a_run_is_refused_without_expanding(tmp_path):
+    """A received run's config.yaml goes through the same bounded loader as --config."""
+    from test_config import LAUGHS
+
+    run = write_original_run(tmp_path / "run", residual=True, layers=[8])
+    (run / "config.yaml").write_text(LAUGHS)
+    with pytest.raises(CheckpointError) as err:
+        load_model(run)
+    assert str(err.value) == (f"{run / 'config.yaml'}: expected the run's YAML config, but it could not be parsed "
+                              "(expected at most 100000 values after expanding aliases, but got 4.9e+08)")
+
+
 def test_checkpoint_kept_beside_its_config_and_not_two_levels_up(tmp_path):
     run = write_original_run(tmp_path / "run", residual=True, layers=[8], activation="tanh")
     loose = tmp_path / "loose"

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 
-from ..config import ACTIVATIONS
+from ..config import ACTIVATIONS, read_yaml_file
 from ..ckpt_schema import validate_checkpoint
-from ..errors import CheckpointError, DataFileNotFound, did_you_mean
+from ..errors import CheckpointError, ConfigError, DataFileNotFound, did_you_mean
 from ..io import atomic_write_bytes
 from ..model.network import RegressionNet
 from .folder import CKPT_DIR, RunFolder, list_checkpoints
@@ -94,11 +93,11 @@ def read_run_yaml(run_dir: str | Path) -> Optional[dict[str, Any]]:
     p = Path(run_dir) / "config.yaml"
     if not p.is_file():
         return None
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{p}: expected the run's YAML config, but it could not be parsed ({first})") from None
+    try:  # the same bounded loader as --config: a received run's file is untrusted too
+        data = read_yaml_file(p, "the run's YAML config")
+    except ConfigError as exc:
+        problem = str(exc).removeprefix(f"{p}: ")
+        raise CheckpointError(f"{p}: expected the run's YAML config, but it could not be parsed ({problem})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{p}: expected a YAML mapping with data/model/trainer sections, "
                               f"but got {type(data).__name__}")
