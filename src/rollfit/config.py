@@ -28,6 +28,9 @@ ENGINES = ("auto", "eager", "compiled", "captured", "reference")
 OLD_ENGINES = {"off": "reference", "jacobian": "eager", "fused": "eager", "compile": "compiled",
                "cudagraph": "captured", False: "reference"}  # trainer.compile (YAML reads a bare off as false)
 OLD_KEYS = ("trainer.compile",)  # still read (renamed trainer.engine)
+FIT_KINDS = ("mlp", "ensemble", "gp", "robust_gp")  # model kinds that fit directly (model/kinds.py)
+MODEL_KINDS = (*FIT_KINDS, "auto")                  # auto: cross-validation picks one of FIT_KINDS
+GP_MAX_ROWS = 3000  # exact GP limit (rows); measured in benchmarks/RESULTS.md, Model kinds
 
 
 # Limits of what a config (or sweep space) file may make rollfit do before validation.
@@ -119,6 +122,20 @@ class ModelConfig(_Section):
     residual: bool = Field(True, description="Residual (skip-connected) layers; false gives the plain sequential MLP.")
     layers: list[int] = Field([64, 32], min_length=1, description="Hidden layer widths, first to last.")
     activation: Literal[ACTIVATIONS] = Field("gelu", description="Hidden activation.")
+    kind: Literal[MODEL_KINDS] = Field(
+        "mlp", description="Model kind: mlp (one network, the original's), ensemble (model.members networks "
+        "trained together; mean and std), gp (exact Gaussian process, BoTorch), robust_gp (a GP that finds and "
+        "down-weights gross outliers), auto (cross-validation picks among model.auto_candidates); "
+        "README, Choosing a model.")
+    members: int = Field(8, ge=2, le=64, description="ensemble: number of networks, trained together as one batched network.")
+    bootstrap: bool = Field(False, description="ensemble: each member weighs the rows by its own bootstrap resample.")
+    gp_max_rows: int = Field(
+        GP_MAX_ROWS, ge=2, description="gp, robust_gp: most training rows an exact GP is fitted to (its memory and "
+        "time grow as rows^2 and rows^3); auto skips GPs above it with a note, gp refuses.")
+    auto_candidates: list[Literal[FIT_KINDS]] = Field(
+        ["gp", "robust_gp", "ensemble"], min_length=1,
+        description="auto: the kinds cross-validation compares (ensemble with the trainer's robust loss).")
+    auto_folds: int = Field(5, ge=2, le=20, description="auto: folds of the cross-validation (of param groups).")
 
     @field_validator("layers")
     @classmethod
@@ -171,6 +188,12 @@ class TrainerConfig(_Section):
     deterministic: bool = Field(False, description="Ask torch for deterministic kernels (slower on GPU).")
     on_nonfinite: Literal["stop", "rollback"] = Field(
         "stop", description="A non-finite loss: stop, or restore the last good state and halve the lr (at most 3 times).")
+    keep_best: bool = Field(
+        True, description="Keep the weights of the lowest validation loss in checkpoints/best.ckpt, the model "
+        "Surrogate.load and every command use when it exists.")
+    early_stop_patience: int = Field(
+        0, ge=0, description="Stop when the validation loss has not improved (by lr_threshold, relative) for this "
+        "many epochs; 0 trains all max_epochs.")
     progress: bool = Field(True, description="Show a tqdm progress bar with loss and lr.")
     report: bool = Field(True, description="Write plots/ and report.html at the end of a run.")
 

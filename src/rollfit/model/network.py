@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, did_you_mean
+from .kinds import KindSpec, no_std, register_kind
 from .registry import ACTIVATIONS
 
 CONVENTIONS = ("normalized", "raw")
@@ -152,6 +153,8 @@ class RegressionNet(nn.Module):
     checkpoint's config without naming a convention returns original units from ``model(x)``.
     """
 
+    kind = "mlp"  # model/kinds.py: predict_std raises, naming the kinds that have an uncertainty
+
     def __init__(self, input_dim: int, output_dim: int, layers: Sequence[int],
                  input_mean: Tensor | None = None, input_std: Tensor | None = None,
                  target_mean: Tensor | None = None, target_std: Tensor | None = None,
@@ -225,6 +228,8 @@ class RegressionNet(nn.Module):
         state[prefix + "bias"] = state[prefix + "bias"] * std + mean
         return state
 
+    predict_std = no_std("mlp")
+
     def constructor_args(self) -> dict:
         """Plain-typed arguments that rebuild this network (stored in checkpoints)."""
         return {"input_dim": self.input_dim, "output_dim": self.output_dim, "layers": list(self.layers),
@@ -232,6 +237,19 @@ class RegressionNet(nn.Module):
                 "target_convention": self.target_convention,
                 **{k: getattr(self, k).detach().cpu().tolist()
                    for k in ("input_mean", "input_std", "target_mean", "target_std")}}
+
+
+def build_from_config(cfg: dict) -> RegressionNet:
+    """A ``RegressionNet`` from a checkpoint's completed config (``runs.checkpoint.model_config``)."""
+    return RegressionNet(
+        input_dim=cfg["input_dim"], output_dim=cfg["output_dim"], layers=cfg["layers"],
+        input_mean=torch.tensor(cfg["input_mean"]), input_std=torch.tensor(cfg["input_std"]),
+        target_mean=torch.tensor(cfg["target_mean"]), target_std=torch.tensor(cfg["target_std"]),
+        residual=cfg["residual"], activation=cfg["activation"], target_convention=cfg["target_convention"])
+
+
+register_kind(KindSpec("mlp", build_from_config, has_std=False, resumable=True, exports=("onnx", "pt2", "c"),
+                       summary="one network (the original pipeline's model)"))
 
 
 def _vec(value: Tensor | Sequence[float] | None, n: int, fill: float) -> Tensor:

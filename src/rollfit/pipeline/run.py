@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import torch
 
 from .. import __version__
 from ..config import Config, save_config
@@ -33,7 +32,9 @@ from ..runs.checkpoint import FORMAT_VERSION, find_resume_checkpoint
 from ..runs.folder import RunFolder
 from ..training import distributed
 from ..training.logger import SimpleLogger
-from ..training.trainer import Trainer, resolve_device, seed_everything
+from ..training.trainer import resolve_device, seed_everything
+from .fitting import FitContext, make_fitter
+from .models import build_mlp
 from .resume import adopt_init_settings, check_same_data, data_fingerprint, last_logged, reopen_log, resume_config
 
 OnLog = Callable[[int, dict[str, float]], None]
@@ -82,14 +83,7 @@ def load_table(cfg: Config) -> RolloutTable:
                          workers=d.workers or None)
 
 
-def build_model(cfg: Config, data: HDF5DataModule) -> RegressionNet:
-    """A fresh network with the data's normalization statistics inside."""
-    t = torch.tensor
-    return RegressionNet(len(cfg.data.in_lbl), len(cfg.data.out_lbl), cfg.model.layers,
-                         input_mean=t(data.input_mean), input_std=t(data.input_std),
-                         target_mean=t(data.target_mean), target_std=t(data.target_std),
-                         residual=cfg.model.residual, activation=cfg.model.activation,
-                         target_convention="normalized")
+build_model = build_mlp  # the name older code and tests import
 
 
 def checkpoint_meta(cfg: Config, table: RolloutTable, data: HDF5DataModule) -> dict[str, Any]:
@@ -191,10 +185,10 @@ def _execute(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     if writer:
         lock.acquire()
     try:
-        trainer, table, logger = _prepare(start, table, on_log, strategy)
+        fitter, table, logger = _prepare(start, table, on_log, strategy)
         created = None  # training starts: the folder is the run's from here on
-        metrics = trainer.fit() or last_logged(logger)
-        trained = start.ckpt is None or trainer.start_epoch < start.cfg.trainer.max_epochs
+        metrics = fitter.fit() or last_logged(logger)
+        trained = start.ckpt is None or fitter.start_epoch < start.cfg.trainer.max_epochs
         if start.cfg.trainer.report and writer and trained:
             write_report_safely(folder.root, table)
     except BaseException:
@@ -205,7 +199,7 @@ def _execute(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     finally:
         lock.release()
     strategy.finish()
-    return RunResult(folder.root, metrics, table, trainer.last_checkpoint, resumed_from=start.ckpt_path)
+    return RunResult(folder.root, metrics, table, fitter.last_checkpoint, resumed_from=start.ckpt_path)
 
 
 def _first_missing(path: Path) -> Optional[Path]:
@@ -219,7 +213,7 @@ def _first_missing(path: Path) -> Optional[Path]:
 
 
 def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLog], strategy):
-    """Everything before the first epoch: (trainer, table, logger)."""
+    """Everything before fitting starts: (the kind's fitter, table, logger)."""
     cfg, folder, writer = start.cfg, start.folder, strategy.is_writer
     replace = writer and start.ckpt is None and check_new_run(folder, start.overwrite)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
@@ -230,7 +224,6 @@ def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     data = make_data(cfg, table)
     if start.ckpt is not None:
         check_same_data(start.ckpt, start.ckpt_path, table, data)
-    model = start.model if start.model is not None else build_model(cfg, data)
     if replace:  # --overwrite: the old run goes only now that the new one can start
         folder.clear()
         folder.probe()
@@ -239,11 +232,8 @@ def _prepare(start: _Start, table: Optional[RolloutTable], on_log: Optional[OnLo
     logger = _logger(start, writer)
     logger.log_hyperparams(cfg.to_dict())
     meta = {**checkpoint_meta(cfg, table, data), **start.meta}
-    trainer = Trainer(model.train(), cfg.trainer, data, folder.root, logger, meta, on_log=on_log, dist=strategy)
-    if start.ckpt is not None:
-        trainer.load_state(start.ckpt)
-        trainer.last_checkpoint = start.ckpt_path
-    return trainer, table, logger
+    ctx = FitContext(cfg, table, data, folder, logger, meta, on_log, strategy, start.model, start.ckpt, start.ckpt_path)
+    return make_fitter(ctx), table, logger
 
 
 def _logger(start: _Start, writer: bool) -> SimpleLogger:

@@ -27,6 +27,7 @@ from ..config import ACTIVATIONS, read_yaml_file
 from ..ckpt_schema import validate_checkpoint
 from ..errors import CheckpointError, ConfigError, DataFileNotFound, did_you_mean
 from ..io import atomic_write_bytes
+from ..model.kinds import kind_of, kind_spec
 from ..model.network import RegressionNet
 from .folder import CKPT_DIR, RunFolder, list_checkpoints
 
@@ -220,11 +221,7 @@ def build_model(cfg: dict[str, Any]) -> RegressionNet:
     if missing:
         raise CheckpointError(f"config: expected {' and '.join(missing)} (complete the checkpoint's config "
                               f"with model_config), but {'it is' if len(missing) == 1 else 'they are'} missing")
-    return RegressionNet(
-        input_dim=cfg["input_dim"], output_dim=cfg["output_dim"], layers=cfg["layers"],
-        input_mean=torch.tensor(cfg["input_mean"]), input_std=torch.tensor(cfg["input_std"]),
-        target_mean=torch.tensor(cfg["target_mean"]), target_std=torch.tensor(cfg["target_std"]),
-        residual=cfg["residual"], activation=cfg["activation"], target_convention=cfg["target_convention"])
+    return kind_spec(kind_of(cfg)).build(cfg)
 
 
 def newest_readable(folder: RunFolder) -> tuple[Path, dict[str, Any]]:
