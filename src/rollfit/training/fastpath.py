@@ -23,6 +23,13 @@ act''(z)`` into the ordinary backward pass (adjoints ``hbar``, ``zbar``). L1 is 
 The parameters are re-pointed into views of ``FlatParams.flat`` (their ``.grad`` into
 ``FlatParams.grad``), so the model, its ``state_dict``, checkpoints and the optimizer work
 unchanged. Tests check every gradient against autograd and finite differences.
+
+Rank-polymorphic: the same code trains an ``EnsembleNet`` (``model/ensemble.py``), whose
+weights carry a leading member dimension K (``W (K, out, in)``, activations ``(K, B, w)``):
+matrix products become batched ones (``_affine``, ``_add_outer``), row sums run over the
+row dimension (-2), and the loss is the SUM over members of each member's loss, so every
+member gets exactly the gradient it would get alone and trains independently under Adam.
+The reported losses are the members' mean (comparable with one network's).
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import torch
 import torch.optim.optimizer as _optim_module
 from torch import Tensor, nn
 
+from ..model.ensemble import EnsembleNet, StackedLinear, StackedResidualMLP, StackedSequentialMLP
 from ..model.losses import GRAD_CLAMP
 from ..model.network import RegressionNet, ResidualMLP, SequentialMLP
 from ..model.registry import ACTIVATIONS, Loss
@@ -44,16 +52,19 @@ class FlatParams:
 
     ``inv_count[i]`` is 1 / (size of the tensor holding element i), so
     ``dot(|flat|, inv_count)`` is the sum over tensors of mean |w| (the original pipeline's L1).
+    For an ensemble the size is one member's (numel / K): the dot is then the sum over
+    members of each member's L1.
     """
 
     def __init__(self, model: nn.Module):
         self.params = [p for p in model.parameters()]
         ref = self.params[0]
         sizes = [p.numel() for p in self.params]
+        k = members_of(model)
         with torch.no_grad():
             self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
         self.grad = torch.zeros_like(self.flat)
-        self.inv_count = torch.cat([torch.full((n,), 1.0 / n, dtype=ref.dtype, device=ref.device) for n in sizes])
+        self.inv_count = torch.cat([torch.full((n,), k / n, dtype=ref.dtype, device=ref.device) for n in sizes])
         self.views = [v.view_as(p) for v, p in zip(self.flat.split(sizes), self.params)]
         self.grad_views = [v.view_as(p) for v, p in zip(self.grad.split(sizes), self.params)]
         for p, v in zip(self.params, self.views):
@@ -80,6 +91,46 @@ class FlatParams:
         return next(i for i, q in enumerate(self.params) if q is p)
 
 
+def members_of(model: nn.Module) -> int:
+    """The number of member networks trained together (1 for a ``RegressionNet``)."""
+    return model.members if isinstance(model, EnsembleNet) else 1
+
+
+# ---- rank-polymorphic products (2-D: one network; 3-D: a leading member dimension) --------
+def _t(w: Tensor) -> Tensor:
+    """The matrix transpose (of each member's matrix)."""
+    return w.transpose(-1, -2)
+
+
+def _affine(b: Tensor, h: Tensor, wt: Tensor) -> Tensor:
+    """h @ wt + b: ``addmm`` for one network; ``baddbmm`` with a member dimension (a shared
+    2-D h, the normalized inputs, is broadcast over the members)."""
+    if wt.dim() == 2:
+        return torch.addmm(b, h, wt)
+    if h.dim() == 2:
+        h = h.expand(wt.shape[0], -1, -1)
+    return torch.baddbmm(b.unsqueeze(-2), h, wt)
+
+
+def _add_outer(g: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """g += a^T b (in place), per member when g has a member dimension."""
+    if g.dim() == 2:
+        return g.addmm_(_t(a), b)
+    if b.dim() == 2:
+        b = b.expand(g.shape[0], -1, -1)
+    return g.baddbmm_(_t(a), b)
+
+
+def _add_prod(c: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """c + a @ b, as ``addmm`` (one network) or ``baddbmm`` (members)."""
+    return torch.addmm(c, a, b) if c.dim() == 2 else torch.baddbmm(c, a, b)
+
+
+def _row_sum(t: Tensor) -> Tensor:
+    """Sum over the row dimension (a bias gradient)."""
+    return t.sum(-2)
+
+
 # ---- the network as blocks ----------------------------------------------------------------
 @dataclass
 class Linear:
@@ -92,10 +143,10 @@ class Linear:
     gb: Tensor
 
     def __post_init__(self) -> None:
-        self.Wt = self.W.t()
+        self.Wt = _t(self.W)
 
     @classmethod
-    def of(cls, layer: nn.Linear, fp: FlatParams) -> "Linear":
+    def of(cls, layer: nn.Linear | StackedLinear, fp: FlatParams) -> "Linear":
         w, b = fp.index(layer.weight), fp.index(layer.bias)
         return cls(fp.views[w], fp.views[b], fp.grad_views[w], fp.grad_views[b])
 
@@ -110,18 +161,18 @@ class Block:
     identity_skip: bool = False
 
 
-def blocks_of(model: RegressionNet, fp: FlatParams) -> tuple[list[Block], Linear]:
-    """The hidden blocks and the output layer of a residual or sequential MLP."""
+def blocks_of(model: RegressionNet | EnsembleNet, fp: FlatParams) -> tuple[list[Block], Linear]:
+    """The hidden blocks and the output layer of a residual or sequential MLP (stacked or not)."""
     mlp = model.mlp
-    if isinstance(mlp, ResidualMLP):
+    if isinstance(mlp, (ResidualMLP, StackedResidualMLP)):
         act = mlp.activation.name
         blocks = [Block(Linear.of(mlp.input_layer, fp), act)]
         last = len(mlp.layers) - 1
         for i, (layer, skip) in enumerate(zip(mlp.layers, mlp.skip_connections)):
-            lin_skip = Linear.of(skip, fp) if isinstance(skip, nn.Linear) else None
+            lin_skip = Linear.of(skip, fp) if isinstance(skip, (nn.Linear, StackedLinear)) else None
             blocks.append(Block(Linear.of(layer, fp), act if i < last else None, lin_skip, lin_skip is None))
         return blocks, Linear.of(mlp.output_layer, fp)
-    if isinstance(mlp, SequentialMLP):
+    if isinstance(mlp, (SequentialMLP, StackedSequentialMLP)):
         mods = list(mlp.mlp)
         blocks = [Block(Linear.of(mods[i], fp), mods[i + 1].name) for i in range(0, len(mods) - 1, 2)]
         return blocks, Linear.of(mods[-1], fp)
@@ -133,7 +184,7 @@ def blocks_of(model: RegressionNet, fp: FlatParams) -> tuple[list[Block], Linear
 class Forward:
     """What the backward pass needs from a forward pass over one batch."""
 
-    y: Tensor                       # (B, K) network output (training units)
+    y: Tensor                       # (B, K) network output (training units); (M, B, K) for M members
     hs: list[Tensor]                # input of each block (hs[0] = normalized x), then the last h
     d1: list[Optional[Tensor]]      # act'(z) per block (None: no activation)
     d2: list[Optional[Tensor]]      # act''(z) per block (None: zero or not needed)
@@ -155,7 +206,7 @@ def copy_forward(dst: Forward, src: Forward) -> None:
 
 def _reduce_rows(t: Tensor, rows: int) -> Tensor:
     """Sum a broadcast adjoint back to ``rows`` rows (1 when its primal was a shared row)."""
-    return t.sum(0, keepdim=True) if rows == 1 and t.shape[0] != 1 else t
+    return t.sum(-2, keepdim=True) if rows == 1 and t.shape[-2] != 1 else t
 
 
 def _merged_weights(blk: Block) -> Optional[tuple[Tensor, Tensor]]:
@@ -177,8 +228,9 @@ class MLPStepMath:
     components ``[recon, l1, l2, grad_penalty]``. ``predict`` is the plain forward.
     """
 
-    def __init__(self, model: RegressionNet, fp: FlatParams, cfg) -> None:
+    def __init__(self, model: RegressionNet | EnsembleNet, fp: FlatParams, cfg) -> None:
         self.model, self.fp, self.cfg = model, fp, cfg
+        self.members = members_of(model)
         self.blocks, self.out = blocks_of(model, fp)
         self.flat, self.grad = fp.flat, fp.grad
         self.with_gp = cfg.grad_weight != 0
@@ -212,16 +264,16 @@ class MLPStepMath:
         for blk in self.blocks:
             merged = _merged_weights(blk)
             if merged is not None:
-                h = torch.addmm(merged[1], h, merged[0].t())
+                h = _affine(merged[1], h, _t(merged[0]))
                 continue
-            z = torch.addmm(blk.lin.b, h, blk.lin.Wt)
+            z = _affine(blk.lin.b, h, blk.lin.Wt)
             h = self._add_skip(blk, ACTIVATIONS[blk.act].value(z) if blk.act else z, h)
-        return torch.addmm(self.out.b, h, self.out.Wt)
+        return _affine(self.out.b, h, self.out.Wt)
 
     @staticmethod
     def _add_skip(blk: Block, a: Tensor, h: Tensor) -> Tensor:
         if blk.skip is not None:
-            return torch.addmm(blk.skip.b, h, blk.skip.Wt).add_(a)
+            return _affine(blk.skip.b, h, blk.skip.Wt).add_(a)
         return a + h if blk.identity_skip else a
 
     def forward(self, xn: Tensor) -> Forward:
@@ -231,23 +283,23 @@ class MLPStepMath:
         for blk in self.blocks:
             merged = _merged_weights(blk)
             if merged is not None:
-                h, d1, d2 = torch.addmm(merged[1], h, merged[0].t()), None, None
+                h, d1, d2 = _affine(merged[1], h, _t(merged[0])), None, None
             else:
-                z = torch.addmm(blk.lin.b, h, blk.lin.Wt)
+                z = _affine(blk.lin.b, h, blk.lin.Wt)
                 a, d1, d2 = ACTIVATIONS[blk.act].parts(z, self.with_gp) if blk.act else (z, None, None)
                 h = self._add_skip(blk, a, h)
             fw.hs.append(h)
             fw.d1.append(d1)
             fw.d2.append(d2)
             fw.merged.append(merged[0] if merged is not None else None)
-        fw.y = torch.addmm(self.out.b, h, self.out.Wt)
+        fw.y = _affine(self.out.b, h, self.out.Wt)
         if self.with_gp:
             self._input_gradient(fw)
         return fw
 
     def _input_gradient(self, fw: Forward) -> None:
         """g = d sum_k y_k / d x (normalized or raw x), by the explicit reverse sweep (stores u_i, v_i)."""
-        u = self.out.W.sum(0, keepdim=True)
+        u = self.out.W.sum(-2, keepdim=True)
         us, vs = [], []
         for blk, d1, merged in zip(reversed(self.blocks), reversed(fw.d1), reversed(fw.merged)):
             v = u * d1 if d1 is not None else u
@@ -256,7 +308,7 @@ class MLPStepMath:
             else:
                 u_prev = v @ blk.lin.W
                 if blk.skip is not None:
-                    u_prev = torch.addmm(u_prev, u, blk.skip.W)
+                    u_prev = _add_prod(u_prev, u, blk.skip.W)
                 elif blk.identity_skip:
                     u_prev = u_prev + u
             us.append(u)
@@ -264,7 +316,8 @@ class MLPStepMath:
             u = u_prev
         fw.us, fw.vs = us[::-1], vs[::-1]
         g = u * self.inv_std if self.raw_gp else u
-        fw.g = g if g.shape[0] == fw.y.shape[0] else g.expand(fw.y.shape[0], -1).contiguous()
+        rows = fw.y.shape[:-1]
+        fw.g = g if g.shape[:-1] == rows else g.expand(*rows, -1).contiguous()
 
     # ---- backward ---------------------------------------------------------------------------
     def backward(self, fw: Forward, yn: Tensor, loss: Loss) -> tuple[Tensor, Tensor]:
@@ -276,13 +329,15 @@ class MLPStepMath:
         l2 = torch.dot(flat.square(), fp.inv_count)
         r = fw.y - yn
         delta = c.recon_delta * loss.delta_scale
-        rec = loss.value(r, delta)
-        ybar = loss.grad(r, delta).mul_(c.recon_weight / r.numel())
+        rec = loss.value(r, delta)  # the members' mean; the gradient is of their sum
+        ybar = loss.grad(r, delta).mul_(c.recon_weight * self.members / r.numel())
         if self.with_gp:
             gp, zbar_gp = self._penalty_backward(fw)
         else:
             gp, zbar_gp = rec.new_zeros(()), [None] * len(self.blocks)
         self._main_backward(fw, ybar, zbar_gp)
+        if self.members > 1:  # l1, l2 are sums over members (FlatParams.inv_count): report means
+            l1, l2 = l1 / self.members, l2 / self.members
         parts = torch.stack([rec, l1, l2, gp])
         return torch.dot(parts, self.weights), parts
 
@@ -292,23 +347,23 @@ class MLPStepMath:
         gc = g.clamp(-GRAD_CLAMP, GRAD_CLAMP)
         gp = gc.square().sum(-1).mean()
         # clamp passes the gradient where -C <= g <= C, i.e. where clamping changed nothing
-        scale = 2.0 * self.cfg.grad_weight / g.shape[0]
+        scale = 2.0 * self.cfg.grad_weight / g.shape[-2]  # per member: the gradient of the members' sum
         ubar = (gc * (gc == g)).mul_(self.inv_std * scale if self.raw_gp else scale)
         zbar_gp: list[Optional[Tensor]] = []
         for blk, u, v, d1, d2, merged in zip(self.blocks, fw.us, fw.vs, fw.d1, fw.d2, fw.merged):
-            ubar = _reduce_rows(ubar, v.shape[0])
+            ubar = _reduce_rows(ubar, v.shape[-2])
             if merged is not None:  # u_prev = u (W + Ws)
-                outer = u.t() @ ubar
+                outer = _t(u) @ ubar
                 blk.lin.gW.add_(outer)
                 blk.skip.gW.add_(outer)
-                ubar = _reduce_rows(ubar @ merged.t(), u.shape[0])
+                ubar = _reduce_rows(ubar @ _t(merged), u.shape[-2])
                 zbar_gp.append(None)
                 continue
-            blk.lin.gW.addmm_(v.t(), ubar)  # u_prev = v W (+ skip(u))
+            _add_outer(blk.lin.gW, v, ubar)  # u_prev = v W (+ skip(u))
             vbar = ubar @ blk.lin.Wt
             ubar_u = None
             if blk.skip is not None:
-                blk.skip.gW.addmm_(u.t(), _reduce_rows(ubar, u.shape[0]))
+                _add_outer(blk.skip.gW, u, _reduce_rows(ubar, u.shape[-2]))
                 ubar_u = ubar @ blk.skip.Wt
             elif blk.identity_skip:
                 ubar_u = ubar
@@ -318,20 +373,20 @@ class MLPStepMath:
             else:
                 from_v = vbar
                 zbar_gp.append(None)
-            ubar = _reduce_rows(from_v if ubar_u is None else from_v + ubar_u, u.shape[0])
+            ubar = _reduce_rows(from_v if ubar_u is None else from_v + ubar_u, u.shape[-2])
         self.out.gW.add_(ubar)  # u_{L-1} = ones(1, K) W_o
         return gp, zbar_gp
 
     def _main_backward(self, fw: Forward, ybar: Tensor, zbar_gp: list[Optional[Tensor]]) -> None:
         """Backward through the forward pass (adding the penalty's pre-activation adjoints)."""
         out = self.out
-        out.gW.addmm_(ybar.t(), fw.hs[-1])
-        out.gb.add_(ybar.sum(0))
+        _add_outer(out.gW, ybar, fw.hs[-1])
+        out.gb.add_(_row_sum(ybar))
         hbar = ybar @ out.W
         for i in range(len(self.blocks) - 1, -1, -1):
             blk, d1, extra, h_prev, merged = self.blocks[i], fw.d1[i], zbar_gp[i], fw.hs[i], fw.merged[i]
             if merged is not None:  # h = h_prev (W + Ws)^T + b + bs
-                outer, col = hbar.t() @ h_prev, hbar.sum(0)
+                outer, col = _t(hbar) @ h_prev, _row_sum(hbar)
                 blk.lin.gW.add_(outer)
                 blk.skip.gW.add_(outer)
                 blk.lin.gb.add_(col)
@@ -342,15 +397,15 @@ class MLPStepMath:
                 zbar = hbar if extra is None else hbar + extra
             else:
                 zbar = torch.addcmul(extra, hbar, d1) if extra is not None else hbar * d1
-            blk.lin.gW.addmm_(zbar.t(), h_prev)
-            blk.lin.gb.add_(zbar.sum(0))
+            _add_outer(blk.lin.gW, zbar, h_prev)
+            blk.lin.gb.add_(_row_sum(zbar))
             if i == 0:
                 break
             hbar_prev = zbar @ blk.lin.W
             if blk.skip is not None:
-                blk.skip.gW.addmm_(hbar.t(), h_prev)
-                blk.skip.gb.add_(hbar.sum(0))
-                hbar_prev.addmm_(hbar, blk.skip.W)
+                _add_outer(blk.skip.gW, hbar, h_prev)
+                blk.skip.gb.add_(_row_sum(hbar))
+                hbar_prev.addmm_(hbar, blk.skip.W) if hbar.dim() == 2 else hbar_prev.baddbmm_(hbar, blk.skip.W)
             elif blk.identity_skip:
                 hbar_prev.add_(hbar)
             hbar = hbar_prev

@@ -7,6 +7,11 @@
   penalty and torch's Adam: the oracle the fused engine is tested against.
 - ``batch_loop``: the only mini-batch loop (distributed training uses it too).
 - ``choose_engine`` and ``resolve_device``: what ``auto`` means on this device and job.
+
+Both engines train an ``EnsembleNet`` as they train one network (its weights have a leading
+member dimension): the loss is the sum over members of each member's loss, the logged losses
+and the validation MSE (the plateau scheduler's signal) are the members' mean, and
+``MemberRows`` gives each member its bootstrap resample and the model its calibration rows.
 """
 from __future__ import annotations
 
@@ -16,14 +21,15 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import TrainerConfig
 from ..errors import ConfigError, TrainingError
 from ..model import losses
+from ..model.ensemble import EnsembleNet
 from ..model.network import RegressionNet
 from ..model.registry import Loss, loss_in_effect
-from .fastpath import DirectAdam, FlatParams, MLPStepMath, copy_forward
+from .fastpath import DirectAdam, FlatParams, MLPStepMath, copy_forward, members_of
 from .plateau import DevicePlateau
 
 COMPONENTS = ("reconstruction", "l1", "l2", "grad_penalty")
@@ -66,23 +72,98 @@ def as_dict(total: Tensor, parts: Tensor) -> dict[str, Tensor]:
     return {"train": total, **dict(zip(COMPONENTS, parts.unbind()))}
 
 
+def mse(pred: Tensor, yn: Tensor) -> Tensor:
+    """Mean squared error; for an ensemble's (K, N, out) outputs the members' mean MSE."""
+    return F.mse_loss(pred, yn if pred.shape == yn.shape else yn.expand_as(pred))
+
+
+class MemberRows:
+    """The rows each member of an ensemble trains on, and the rows its std is calibrated on.
+
+    For one network (and an ensemble without ``bootstrap``) every member sees the training
+    rows as they are. With ``bootstrap``, member k sees its resample
+    (``EnsembleNet.bootstrap_rows``): ``of`` returns (K, N, ...) tensors, gathered once per
+    data tensor, so every loss term weighs a row by how often the member drew it.
+    ``calibrate_on`` gives the ensemble its calibration rows (see ``model/ensemble.py``):
+    the validation rows when they differ from the training rows, else the out-of-bag rows
+    of a bootstrap, else the training rows.
+    """
+
+    def __init__(self, model: nn.Module, val_x: Tensor, val_yn: Tensor):
+        self.model = model if isinstance(model, EnsembleNet) else None
+        self.bootstrap = self.model is not None and self.model.bootstrap
+        self.val_x, self.val_yn = val_x, val_yn
+        self._seen: Optional[Tensor] = None
+        self._cache: tuple = (None, None, -1, None, None)
+        self._idx: Optional[Tensor] = None
+
+    def index(self, n: int, device: torch.device) -> Tensor:
+        """(K, n) bootstrap row indices (drawn once)."""
+        if self._idx is None or self._idx.shape[1] != n:
+            self._idx = self.model.bootstrap_rows(n, device)
+        return self._idx
+
+    def of(self, x: Tensor, yn: Tensor) -> tuple[Tensor, Tensor]:
+        """(x, yn) as the members see them: unchanged, or each member's resample (K, N, ...).
+        The result is cached and refreshed in place when ``x`` was written in place."""
+        if not self.bootstrap:
+            return x, yn
+        src, ysrc, version, xb, yb = self._cache
+        if src is x and ysrc is yn and version == x._version:
+            return xb, yb
+        idx = self.index(x.shape[0], x.device)
+        new_x, new_y = x[idx], yn[idx]
+        if src is x and ysrc is yn and xb is not None:  # keep the tensors a captured graph reads
+            xb.copy_(new_x)
+            yb.copy_(new_y)
+        else:
+            xb, yb = new_x, new_y
+        self._cache = (x, yn, x._version, xb, yb)
+        return xb, yb
+
+    def calibrate_on(self, x: Tensor, yn: Tensor, same_as_val: bool) -> None:
+        """Give the ensemble its calibration rows, once per training tensor ``x`` (raw inputs)."""
+        if self.model is None or self._seen is x:
+            return
+        self._seen, m = x, self.model
+        with torch.no_grad():
+            if not same_as_val:
+                m.set_calibration_rows(self.val_x, m.to_units(self.val_yn), "validation rows")
+            elif self.bootstrap:
+                idx = self.index(x.shape[0], x.device)
+                drawn = torch.zeros(m.members, x.shape[0], dtype=torch.bool, device=x.device)
+                drawn.scatter_(1, idx, True)
+                m.set_calibration_rows(x, m.to_units(yn), "out-of-bag rows", ~drawn)
+            else:
+                m.set_calibration_rows(x, m.to_units(yn), "training rows")
+
+
+def same_rows(x: Tensor, v: Tensor) -> bool:
+    """Whether ``x`` holds exactly the rows of ``v``."""
+    return x is v or (x.shape == v.shape and x.device == v.device and bool(torch.equal(x, v)))
+
+
 # ---- the reference -------------------------------------------------------------------------------
 class ReferenceEngine:
     """Autograd: the original double-backward penalty and torch's Adam (the test oracle)."""
 
     name = "reference"
 
-    def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer,
+    def __init__(self, model: RegressionNet | EnsembleNet, cfg: TrainerConfig, opt: torch.optim.Optimizer,
                  val_x: Tensor, val_yn: Tensor):
         self.model, self.cfg, self.opt = model, cfg, opt
         self.params: Sequence[Tensor] = list(model.parameters())
         self.val_x, self.val_yn = val_x, val_yn
+        self.members, self.rows = members_of(model), MemberRows(model, val_x, val_yn)
 
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
-        return as_dict(*self._update(x, yn, epoch))
+        self.rows.calibrate_on(x, yn, same_rows(x, self.val_x))
+        return as_dict(*self._update(*self.rows.of(x, yn), epoch))
 
     def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses:
-        return self._update(x[idx], yn[idx], epoch)
+        self.rows.calibrate_on(x, yn, same_rows(x, self.val_x))
+        xm, ym = self.rows.of(x, yn)
+        return self._update(xm.index_select(-2, idx), ym.index_select(-2, idx), epoch)
 
     def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
                     generator: torch.Generator) -> dict[str, Tensor]:
@@ -91,7 +172,7 @@ class ReferenceEngine:
 
     @torch.no_grad()
     def validate(self) -> Tensor:
-        return F.mse_loss(self.model.forward_normalized(self.val_x), self.val_yn)
+        return mse(self.model.forward_normalized(self.val_x), self.val_yn)
 
     def on_state_loaded(self) -> None:
         """Nothing is cached."""
@@ -99,18 +180,21 @@ class ReferenceEngine:
     def _update(self, x: Tensor, yn: Tensor, epoch: int) -> Losses:
         total, parts = self.loss(x, yn, epoch)
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        (total * self.members if self.members > 1 else total).backward()  # members: the sum of their losses
         self.opt.step()
         return total.detach(), parts.detach()
 
     def loss(self, x: Tensor, yn: Tensor, epoch: int) -> Losses:
-        """Total weighted loss and the stacked components for raw inputs and training-unit targets."""
+        """Total weighted loss and the stacked components for raw inputs and training-unit targets
+        (an ensemble's: the means over its members, each member differentiated by its own inputs)."""
         c = self.cfg
         if c.grad_weight == 0:
             pred = self.model.forward_normalized(x)
             gp = pred.new_zeros(())
         else:
-            x = x.detach().requires_grad_(True)
+            if self.members > 1 and x.dim() == 2:
+                x = x.unsqueeze(0).expand(self.members, -1, -1)
+            x = x.detach().clone().requires_grad_(True)
             pred = self.model.forward_normalized(x)
             gp = losses.grad_penalty_double_backward(pred, x, losses.gp_input_scale(self.model.input_std,
                                                                                      c.grad_space))
@@ -233,15 +317,16 @@ class FusedEngine:
     rollback, a resume). Mini-batches are gathered into reused buffers by index.
     """
 
-    def __init__(self, model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
-                 val_yn: Tensor, execution: str = "eager", sched: Optional[DevicePlateau] = None,
+    def __init__(self, model: RegressionNet | EnsembleNet, cfg: TrainerConfig, opt: torch.optim.Optimizer,
+                 val_x: Tensor, val_yn: Tensor, execution: str = "eager", sched: Optional[DevicePlateau] = None,
                  threads: Optional[ThreadChoice] = None):
         self.model, self.cfg, self.opt, self.name = model, cfg, opt, execution
         self.fp = FlatParams(model)
         self.math = MLPStepMath(model, self.fp, cfg)
         self.adam = DirectAdam(opt)
         self.val_x, self.val_yn = val_x, val_yn
-        width = max(list(model.layers) + [model.input_dim])
+        self.rows = MemberRows(model, val_x, val_yn)
+        width = max(list(model.layers) + [model.input_dim]) * members_of(model)
         self.threads = threads or ThreadChoice(val_x.device, width)
         self.run = {"eager": Eager, "compiled": Compiled, "captured": Captured}[execution](self, sched)
         self._buffers: dict[int, tuple[Tensor, Tensor]] = {}
@@ -265,7 +350,9 @@ class FusedEngine:
     # ---- the interface ----------------------------------------------------------------------
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
         """A full-batch epoch: one update on all rows; returns detached ``train`` and components."""
-        loss, xn, same = self._loss(epoch), self._normalized(x), self._is_val(x)
+        loss, same = self._loss(epoch), self._is_val(x)
+        xn, yn = self._member_rows(x, yn, same)
+        same = same and not self.rows.bootstrap  # resampled rows are not the validation rows
         with self.threads.use(x.shape[0], timed=True):
             if self.run.pipelined:
                 self._keep_forward(x, xn)
@@ -276,14 +363,15 @@ class FusedEngine:
 
     def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses:
         """One update on rows ``idx`` (distributed training's per-batch call)."""
-        return self._batch(self._normalized(x), yn, idx, self._loss(epoch))
+        xn, yn = self._member_rows(x, yn, self._is_val(x))
+        return self._batch(xn, yn, idx, self._loss(epoch))
 
     def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
                     generator: torch.Generator) -> dict[str, Tensor]:
         """A shuffled pass in mini-batches (one ``randperm`` of the rows from ``generator``)."""
         n = x.shape[0]
         perm = self.run.fixed(torch.randperm(n, device=x.device, generator=generator))
-        loss, xn = self._loss(epoch), self._normalized(x)
+        loss, (xn, yn) = self._loss(epoch), self._member_rows(x, yn, self._is_val(x))
         self.run.dynamic = n % batch_size != 0
         with self.threads.use(min(n, batch_size), timed=True):
             out = self.run.epoch(("batches", loss.name, n, batch_size, id(xn), id(yn)), lambda: (
@@ -307,7 +395,7 @@ class FusedEngine:
         total, parts = self.math.backward(self._fw, yn, loss)
         self._adam_step()
         self._store_forward(self.math.forward(xn))
-        return total, parts, F.mse_loss(self._fw.y, self.val_yn) if same else self._val_mse()
+        return total, parts, mse(self._fw.y, self.val_yn) if same else self._val_mse()
 
     def _batch(self, xn: Tensor, yn: Tensor, idx: Tensor, loss: Loss) -> Losses:
         out = self._grad(*self._gather(xn, yn, idx), loss)
@@ -320,7 +408,7 @@ class FusedEngine:
         return self.run.call(("step", loss.name), lambda a, b: math.backward(math.forward(a), b, loss), xb, yb)
 
     def _val_mse(self) -> Tensor:
-        return self.run.call(("val",), lambda a, b: F.mse_loss(self.math.predict(a), b), self.val_xn, self.val_yn)
+        return self.run.call(("val",), lambda a, b: mse(self.math.predict(a), b), self.val_xn, self.val_yn)
 
     def _finish(self, total: Tensor, parts: Tensor, val: Tensor) -> dict[str, Tensor]:
         self._val = val
@@ -351,6 +439,11 @@ class FusedEngine:
         else:
             self._fw = fw
 
+    def _member_rows(self, x: Tensor, yn: Tensor, same: bool) -> tuple[Tensor, Tensor]:
+        """Normalized inputs and targets as the members see them (``MemberRows``)."""
+        self.rows.calibrate_on(x, yn, same)
+        return self.rows.of(self._normalized(x), yn)
+
     def _normalized(self, x: Tensor) -> Tensor:
         """Normalized inputs, computed once per data tensor (not per epoch)."""
         src, version, xn = self._norm
@@ -364,18 +457,18 @@ class FusedEngine:
         """Whether ``x`` holds exactly the validation rows (checked once per tensor)."""
         src, same = self._same
         if src is not x:
-            v = self.val_x
-            same = x is v or (x.shape == v.shape and x.device == v.device and bool(torch.equal(x, v)))
+            same = same_rows(x, self.val_x)
             self._same = (x, same)
         return same
 
     def _gather(self, xn: Tensor, yn: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Rows ``idx`` of the normalized inputs and targets, into buffers reused every epoch."""
         m = idx.numel()
-        if m not in self._buffers:
-            self._buffers[m] = (xn.new_empty((m, xn.shape[1])), yn.new_empty((m, yn.shape[1])))
+        if m not in self._buffers:  # rows are dimension -2 (an ensemble's resamples lead with members)
+            self._buffers[m] = (xn.new_empty((*xn.shape[:-2], m, xn.shape[-1])),
+                                yn.new_empty((*yn.shape[:-2], m, yn.shape[-1])))
         bx, by = self._buffers[m]
-        return torch.index_select(xn, 0, idx, out=bx), torch.index_select(yn, 0, idx, out=by)
+        return torch.index_select(xn, -2, idx, out=bx), torch.index_select(yn, -2, idx, out=by)
 
 
 # ---- execution strategies of the fused engine -----------------------------------------------------
@@ -597,7 +690,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, engine: str):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", threshold_mode="rel", **kw)
 
 
-def make_engine(model: RegressionNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
+def make_engine(model: RegressionNet | EnsembleNet, cfg: TrainerConfig, opt: torch.optim.Optimizer, val_x: Tensor,
                 val_yn: Tensor, engine: str, sched=None, threads: Optional[ThreadChoice] = None) -> Engine:
     """The engine ``choose_engine`` named (never ``auto``)."""
     if engine == "reference":
