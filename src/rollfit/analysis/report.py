@@ -88,6 +88,22 @@ def cv_rows(cv_json: Mapping[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def auto_section(auto: Optional[Mapping[str, Any]]) -> list[str]:
+    """HTML of ``model.kind: auto``'s choice (the checkpoint's ``auto``): the candidate x fold table."""
+    if not auto or not auto.get("table"):
+        return []
+    k = int(auto.get("folds", 0))
+    rows = [[kind, *r["folds"], r["cv"], ", ".join(map(str, r.get("epochs") or [])) or "-", r.get("seconds")]
+            for kind, r in auto["table"].items()]
+    notes = "".join(f'<p class="note">{html.escape(str(n))}</p>' for n in (auto.get("skipped") or {}).values())
+    return [f"<h2>Model choice (model.kind auto): {html.escape(str(auto.get('chosen')))}</h2>",
+            f"<p>{k}-fold cross-validation of the candidates on the training rows; score: "
+            f"{html.escape(str(auto.get('score', '')))}. Lowest wins; it was fitted again on all training rows"
+            + (f" for {int(auto['max_epochs'])} epochs (the folds' median best epoch)" if auto.get("max_epochs") else "")
+            + ".</p>", notes,
+            _table(["candidate", *[f"fold {i + 1}" for i in range(k)], "pooled", "best epochs", "seconds"], rows)]
+
+
 def _image(name: str, png: bytes) -> str:
     """A figure with the PNG embedded as a data: URI and a caption saying what it shows."""
     kind = name.split("_", 1)[0]
@@ -100,7 +116,7 @@ def _image(name: str, png: bytes) -> str:
 # ----------------------------------------------------------------------------- the page
 def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str, Any], evaluation: Evaluation,
                 images: Mapping[str, bytes], cv_json: Optional[Mapping[str, Any]] = None,
-                checkpoint: str = "") -> str:
+                checkpoint: str = "", auto: Optional[Mapping[str, Any]] = None) -> str:
     """The whole page as a string (pure: no files read or written)."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>checkpoint <code>{html.escape(checkpoint)}</code>; written "
@@ -118,6 +134,7 @@ def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str,
                   _table(["output", *[m for m in METRICS if m != "n"]], cv_rows(cv_json)),
                   "<p>All out-of-fold predictions together:</p>",
                   _table(["output", *METRICS], metrics_rows(cv_json.get("pooled") or {}))]
+    parts += auto_section(auto)
     parts.append("<h2>Plots</h2>")
     parts += [_image(name, png) for name, png in images.items()]
     config_text = yaml.safe_dump(dict(run_config), sort_keys=False) if run_config else "(none)"
@@ -160,7 +177,8 @@ def write_run_report(run: str | Path | Surrogate, table=None, pairs: Optional[Se
         "rows": len(table), "groups": table.n_groups, "failed": table.n_failed, "skipped": table.n_skipped,
         "files": list(table.files)}
     page = report_html(f"rollfit report: {folder.root.name}", s.config.get("run_config") or {}, summary,
-                       evaluation, images, _read_cv(folder.metrics("cv")), checkpoint=str(s.checkpoint.name))
+                       evaluation, images, _read_cv(folder.metrics("cv")), checkpoint=str(s.checkpoint.name),
+                       auto=s.config.get("auto"))
     path = folder.report
     atomic_write_text(path, page)
     return path
