@@ -23,7 +23,7 @@ def test_train_writes_the_seed_layout(tmp_path, demo_file):
     out = _train(tmp_path, demo_file)
     assert (out / "config.yaml").is_file()
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["ep_000000.ckpt", "ep_000020.ckpt", "ep_000029.ckpt"]
+    assert ckpts == ["best.ckpt", "ep_000000.ckpt", "ep_000020.ckpt", "ep_000029.ckpt"]
     logs = sorted(p.name for p in (out / "logs").iterdir())
     assert len(logs) == 2 and logs[0].startswith("regression_hdf5_") and logs[1].endswith("_hparams.json")
     rows = json.loads((out / "logs" / logs[0]).read_text())

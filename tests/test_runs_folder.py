@@ -55,7 +55,8 @@ def test_overwrite_clears_the_old_run_first(demo_file, tmp_path):
     result = _train(demo_file, run, "trainer.max_epochs=2", overwrite=True)
     names = [p.name for p in list_checkpoints(run)]
     assert names[-1] == result.last_checkpoint.name and all(int(n[3:9]) < 2 for n in names)  # no ep_000005 left
-    assert Surrogate.load(run).checkpoint == result.last_checkpoint
+    loaded = Surrogate.load(run)  # the new run's best.ckpt, not the old run's
+    assert loaded.checkpoint == run / "checkpoints" / "best.ckpt" and loaded.config["best_epoch"] < 2
     assert not (run / "metrics_validation.json").exists() and (run / "notes.txt").read_text() == "mine"
     assert len(list((run / "logs").glob("*.json"))) == 2  # one log and its hparams
 
@@ -265,6 +266,7 @@ def test_check_output_names_output_for_an_unwritable_folder(tmp_path, monkeypatc
 def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
+    (run / "checkpoints" / "best.ckpt").unlink()  # as with trainer.keep_best=false: the ep_*.ckpt are used
     ckpts = list_checkpoints(run)
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:100])
     with pytest.warns(UserWarning, match=rf"{ckpts[-1].name}: expected a torch checkpoint, but it could not be read "

@@ -13,6 +13,12 @@ so ``torch.load(path, weights_only=True)`` reads it. Files are written atomicall
 Runs of the original pipeline have no ``format_version``: their networks output raw units
 (``target_convention = "raw"``) and their activation and labels live in the run folder's
 ``config.yaml``.
+
+Which checkpoint a run folder means: for use (``load_model``, hence ``Surrogate.load`` and
+every command) a file named explicitly, else ``checkpoints/best.ckpt`` (the lowest validation
+loss; the only checkpoint of kinds fitted in one go), else the newest ``ep_*.ckpt``; a damaged
+one is skipped with a warning. ``--resume`` continues from the newest ``ep_*.ckpt`` (the
+training state), never from ``best.ckpt``, which holds weights and config only.
 """
 from __future__ import annotations
 
@@ -27,9 +33,9 @@ from ..config import ACTIVATIONS, read_yaml_file
 from ..ckpt_schema import validate_checkpoint
 from ..errors import CheckpointError, ConfigError, DataFileNotFound, did_you_mean
 from ..io import atomic_write_bytes
-from ..model.kinds import kind_of, kind_spec
+from ..model.kinds import kind_of, kind_spec, kinds_with
 from ..model.network import RegressionNet
-from .folder import CKPT_DIR, RunFolder, list_checkpoints
+from .folder import BEST_FILE, CKPT_DIR, RunFolder, best_checkpoint, list_checkpoints
 
 FORMAT_VERSION = 1
 SEED_KEYS = ("input_dim", "output_dim", "layers", "residual", "input_mean", "input_std", "target_mean", "target_std")
@@ -49,9 +55,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path | RunFolder) -> Path:
-    """A checkpoint file as given, or the newest checkpoint of a run folder."""
+    """The checkpoint a run means (nothing read): a file as given, else the run's
+    ``best.ckpt`` when it exists, else its newest ``ep_*.ckpt``."""
     folder = run_or_ckpt if isinstance(run_or_ckpt, RunFolder) else RunFolder.at(run_or_ckpt)
-    return folder.checkpoint or folder.list_checkpoints()[-1]
+    if folder.checkpoint is not None:
+        return folder.checkpoint
+    return folder.best if folder.best.is_file() else folder.list_checkpoints()[-1]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -225,14 +234,22 @@ def build_model(cfg: dict[str, Any]) -> RegressionNet:
 
 
 def newest_readable(folder: RunFolder) -> tuple[Path, dict[str, Any]]:
-    """(path, checkpoint): the file the user named, else the run's newest readable checkpoint.
+    """(path, checkpoint) to use: the file the user named, else the run's ``best.ckpt``,
+    else its newest readable ``ep_*.ckpt``.
 
-    A damaged newest checkpoint (a disk fault, a kill during a copy) is skipped with a
-    warning naming it, as ``--resume`` does; a file named explicitly must be readable.
+    A damaged best or newest checkpoint (a disk fault, a kill during a copy) is skipped with
+    a warning naming it, as ``--resume`` does; a file named explicitly must be readable.
     """
     if folder.checkpoint is not None:
         return folder.checkpoint, load_checkpoint(folder.checkpoint)
     ckpts = folder.list_checkpoints()
+    if folder.best.is_file():
+        try:
+            return folder.best, load_checkpoint(folder.best)
+        except CheckpointError as exc:
+            if not ckpts:
+                raise
+            warnings.warn(f"{exc}; using the newest {CKPT_DIR}/ep_*.ckpt instead", UserWarning, stacklevel=3)
     for path in reversed(ckpts[1:]):
         try:
             return path, load_checkpoint(path)
@@ -322,6 +339,10 @@ RESUME_KEYS = ("epoch", "optimizer_state_dict", "scheduler_state_dict", "trainer
 def _check_resumable(ckpt: dict[str, Any], path: Path) -> None:
     """A checkpoint to resume from must carry the training state, not only the weights."""
     missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing and path.name == BEST_FILE:
+        raise CheckpointError(f"{path}: expected a training checkpoint ({CKPT_DIR}/ep_*.ckpt) to resume from, but "
+                              f"{BEST_FILE} holds only the weights of the best epoch; resume the run folder "
+                              f"(its newest ep_*.ckpt), or fine-tune from {BEST_FILE} with --init-from")
     if missing:
         raise CheckpointError(f"{path}: expected a rollfit training checkpoint with {', '.join(missing)}, but "
                               f"{'it is' if len(missing) == 1 else 'they are'} missing; use --init-from to "
@@ -349,5 +370,21 @@ def find_resume_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, dict[str, Any
             return path, ckpt
         except CheckpointError as exc:
             skipped.append(f"{path.name} ({str(exc).split(': ', 1)[-1]})")
+    if not skipped and best_checkpoint(p).is_file():
+        _refuse_fitted_once(best_checkpoint(p))
     found = f"skipped {'; '.join(skipped)}" if skipped else "found no checkpoint"
     raise CheckpointError(f"{p}: expected a complete checkpoint in {CKPT_DIR}/ to resume from, but {found}")
+
+
+def _refuse_fitted_once(best: Path) -> None:
+    """A folder with only ``best.ckpt``: a kind fitted in one go (a GP) has nothing to resume;
+    an epoch-trained run without ``ep_*.ckpt`` falls through to the caller's error."""
+    try:
+        kind = kind_of(load_checkpoint(best)["config"])
+        resumable = kind_spec(kind).resumable
+    except CheckpointError:
+        return
+    if not resumable:
+        raise CheckpointError(f"{best.parent.parent}: expected a run of a kind that trains in epochs "
+                              f"({', '.join(kinds_with('resumable'))}) to resume, but this run is '{kind}', which "
+                              f"is fitted in one go ({CKPT_DIR}/{BEST_FILE} only); train it again instead")

@@ -4,7 +4,9 @@ Layout (the original pipeline's, plus rollfit's outputs)::
 
     <run>/config.yaml                  the validated config actually used
     <run>/logs/regression_hdf5_*.json  metrics log (+ _hparams.json)
-    <run>/checkpoints/ep_NNNNNN.ckpt   checkpoints
+    <run>/checkpoints/ep_NNNNNN.ckpt   checkpoints (resume continues from the newest)
+    <run>/checkpoints/best.ckpt        the lowest validation loss (the model commands use);
+                                       the only checkpoint of kinds fitted in one go (GPs)
     <run>/plots/*.png, <run>/report.html
     <run>/metrics_<rows>.json          metrics named for what they were computed on
     <run>/rollfit.lock                 held by the one process writing the run
@@ -34,6 +36,7 @@ LOGS_DIR = "logs"
 CKPT_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
+BEST_FILE = "best.ckpt"  # checkpoints/best.ckpt: the model every command loads when it exists
 LOCK_FILE = "rollfit.lock"
 ORPHAN_AGE_S = 60.0  # a temporary file unchanged this long belongs to no live write
 _EPOCH_RE = re.compile(r"ep_(\d+)\.ckpt$")
@@ -46,6 +49,16 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def best_checkpoint(run_dir: str | Path) -> Path:
+    """``<run>/checkpoints/best.ckpt`` (whether or not it exists)."""
+    return Path(run_dir) / CKPT_DIR / BEST_FILE
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """True when the run has a checkpoint to load: an ``ep_*.ckpt`` or ``best.ckpt``."""
+    return bool(list_checkpoints(run_dir)) or best_checkpoint(run_dir).is_file()
+
+
 def _safe_part(text: str) -> str:
     """``text`` reduced to characters safe in a file name (letters, digits, ``._-+``)."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._") or "data"
@@ -54,7 +67,8 @@ def _safe_part(text: str) -> str:
 class RunFolder:
     """A run folder (``root``), or the folder beside a stray checkpoint (``prefix`` set).
 
-    ``checkpoint`` is the checkpoint file the user named, if any (else the newest is used).
+    ``checkpoint`` is the checkpoint file the user named, if any (else ``best.ckpt`` when
+    the run has one, else the newest ``ep_*.ckpt``: ``checkpoint.newest_readable``).
     """
 
     def __init__(self, root: str | Path, checkpoint: Optional[str | Path] = None, prefix: str = "",
@@ -69,6 +83,7 @@ class RunFolder:
     logs = property(lambda self: self.root / LOGS_DIR, doc="the metrics log folder")
     checkpoints = property(lambda self: self.root / CKPT_DIR, doc="the checkpoint folder")
     lock_path = property(lambda self: self.root / LOCK_FILE, doc="the lock file of the writing process")
+    best = property(lambda self: best_checkpoint(self.root), doc="checkpoints/best.ckpt (lowest validation loss)")
 
     @property
     def plots(self) -> Path:
@@ -91,13 +106,14 @@ class RunFolder:
         return bool(self.prefix)
 
     def list_checkpoints(self) -> list[Path]:
-        """``checkpoints/ep_*.ckpt``, oldest first (a stray folder has only its own file)."""
+        """``checkpoints/ep_*.ckpt``, oldest first (a stray folder has only its own file);
+        ``best.ckpt`` is not among them (see ``best``)."""
         return [self.checkpoint] if self.is_stray and self.checkpoint else list_checkpoints(self.root)
 
     def run_markers(self) -> list[str]:
         """What shows that a run lives here: config.yaml, checkpoints, logs (empty: none)."""
         marks = [CONFIG_FILE] if self.config.is_file() else []
-        if list_checkpoints(self.root):
+        if has_checkpoint(self.root):
             marks.append(f"{CKPT_DIR}/")
         if self.logs.is_dir() and any(self.logs.iterdir()):
             marks.append(f"{LOGS_DIR}/")
@@ -209,9 +225,9 @@ class RunFolder:
         if not p.is_dir():
             raise CheckpointError(f"{p}: expected a run folder or a checkpoint file, but got neither")
         folder = cls(p)
-        if list_checkpoints(p):
+        if has_checkpoint(p):  # ep_*.ckpt, or best.ckpt alone (a GP run)
             return folder
-        if p.name == CKPT_DIR and list_checkpoints(p.parent):
+        if p.name == CKPT_DIR and has_checkpoint(p.parent):
             raise CheckpointError(f"{p}: expected a run folder, but got its {CKPT_DIR}/ folder; "
                                   f"did you mean '{p.parent}'?")
         if not any(p.iterdir()):

@@ -9,6 +9,14 @@ Resilience (docs/guide.md, Resume, fine-tune, interruptions): checkpoints carry 
 exact resume needs (``training_state``), which ``load_state`` restores in place. A non-finite
 loss stops the run or (``on_nonfinite: rollback``) restores the last good state with half
 the lr; SIGINT/SIGTERM end the run after the epoch with a checkpoint (``signals.py``).
+
+Best epoch (docs/guide.md): the lowest validation loss, its epoch and a copy of its weights
+are kept in memory (``BestEpoch``; a copy costs microseconds, a file write per improving
+epoch would not) and written to ``checkpoints/best.ckpt`` at checkpoint times when they
+changed, so also at the end, on an interrupt, on early stopping and before a divergence
+error. ``trainer.early_stop_patience`` ends the run once the validation loss has not improved
+by more than ``lr_threshold`` (relative) for that many epochs. The best-so-far travels in
+``trainer_state`` (resume and rollbacks restore it).
 """
 from __future__ import annotations
 
@@ -27,7 +35,8 @@ from ..config import TrainerConfig
 from ..data.datamodule import HDF5DataModule
 from ..errors import OutputError, TrainingError
 from ..model.network import RegressionNet
-from ..runs.checkpoint import CKPT_DIR, checkpoint_name, list_checkpoints, save_checkpoint, training_weights
+from ..runs.checkpoint import (CKPT_DIR, best_checkpoint, checkpoint_name, list_checkpoints, save_checkpoint,
+                               training_weights)
 from .distributed import Local
 from .logger import SimpleLogger
 from .signals import InterruptGuard, TrainingInterrupted, resume_command, signal_name
@@ -50,6 +59,86 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class BestEpoch:
+    """The lowest validation loss so far, its epoch and (``keep``) a copy of its weights;
+    also the early-stopping count (epochs since an improvement by more than ``threshold``).
+
+    The copy goes into buffers allocated once, so an improving epoch costs a few tensor
+    copies (microseconds for these networks) and no allocation or file write.
+    """
+
+    def __init__(self, model: torch.nn.Module, threshold: float, keep: bool):
+        self.model, self.threshold, self.keep = model, float(threshold), keep
+        self._live: dict[str, Tensor] = {}
+        self._ptr = 0
+        self.weights: Optional[dict[str, Tensor]] = None  # allocated at the first improvement
+        self.epoch, self.val = -1, math.inf
+        self.stop_ref, self.bad = math.inf, 0  # early stopping: the reference loss, epochs without a gain
+        self.written = -1  # the epoch best.ckpt holds, as written by this process (-1: not yet)
+
+    def live(self) -> dict[str, Tensor]:
+        """The model's state tensors (cached while they alias its parameters: an engine may
+        re-point parameters into its own buffer, resume and rollback copy into them in place)."""
+        first = next(iter(self.model.parameters()), None)
+        ptr = first.data_ptr() if first is not None else 0
+        if not self._live or ptr != self._ptr:
+            self._live, self._ptr = self.model.state_dict(), ptr
+        return self._live
+
+    def update(self, epoch: int, val: float) -> bool:
+        """Record epoch ``epoch``'s validation loss; True when it is a new best."""
+        if val < self.stop_ref * (1.0 - self.threshold):  # the plateau scheduler's rule (mode min, rel)
+            self.stop_ref, self.bad = val, 0
+        else:
+            self.bad += 1
+        if not val < self.val:
+            return False
+        self.epoch, self.val = epoch, val
+        if self.keep:
+            self._copy_in(self.live())
+        return True
+
+    def _copy_in(self, source: dict[str, Tensor]) -> None:
+        """Copy ``source`` (a state dict of the model's layout) into the kept weights."""
+        live = self.live()
+        if self.weights is None:
+            self.weights = {k: torch.empty_like(v) for k, v in live.items()}
+        with torch.no_grad():
+            for k, v in self.weights.items():
+                v.copy_(source[k])
+
+    @property
+    def pending(self) -> bool:
+        """True when the kept weights are not what this process last wrote to best.ckpt."""
+        return self.weights is not None and self.epoch >= 0 and self.written != self.epoch
+
+    def state(self) -> Optional[dict[str, Any]]:
+        """The form stored in ``trainer_state["best"]`` (live references; None before any epoch)."""
+        if self.epoch < 0:
+            return None
+        state: dict[str, Any] = {"epoch": self.epoch, "val": self.val, "stop_ref": self.stop_ref,
+                                 "bad_epochs": self.bad}
+        if self.weights is not None:
+            state["net_state_dict"] = self.weights
+        return state
+
+    def load(self, state: Optional[dict[str, Any]]) -> None:
+        """Restore ``state()`` from a checkpoint or snapshot (None: no best yet). best.ckpt is
+        written again at the next checkpoint time: the file on disk may belong to another
+        trajectory (e.g. written after the checkpoint a resume starts from)."""
+        self.written = -1
+        if state is None:
+            self.weights, self.epoch, self.val, self.stop_ref, self.bad = None, -1, math.inf, math.inf, 0
+            return
+        self.epoch, self.val = int(state["epoch"]), float(state["val"])
+        self.stop_ref, self.bad = float(state["stop_ref"]), int(state["bad_epochs"])
+        saved = state.get("net_state_dict")
+        if self.keep and isinstance(saved, dict):
+            self._copy_in(saved)
+        else:
+            self.weights = None
 
 
 class Trainer:
@@ -86,6 +175,8 @@ class Trainer:
                                   self.threads)
         self.strategy.attach(self)  # torchrun: rank 0's weights; gradients all-reduced before each update
         self.history: list[dict[str, float]] = []
+        self.best = BestEpoch(self.model, cfg.lr_threshold, keep=cfg.keep_best)
+        self.stopped_early: Optional[int] = None  # the epoch early stopping ended the run at
         self.logger.log_resolved(self.resolved())
 
     def resolved(self) -> dict[str, Any]:
@@ -103,13 +194,19 @@ class Trainer:
         """Train from ``start_epoch`` to ``max_epochs``; returns the last logged metrics.
 
         Per epoch: train, validate, handle a non-finite loss (stop, or roll back to the last
-        good state), step the scheduler, log and checkpoint when due (period, time, signal).
-        A first SIGINT/SIGTERM ends the run after the epoch with a checkpoint
-        (``TrainingInterrupted``); a second one aborts at once.
+        good state), step the scheduler, record the best epoch, log and checkpoint when due
+        (period, time, signal, early stop). A first SIGINT/SIGTERM ends the run after the
+        epoch with a checkpoint (``TrainingInterrupted``); a second one aborts at once.
         """
         cfg, last = self.cfg, self.cfg.max_epochs - 1
-        bar = self._progress()
         metrics: dict[str, float] = {}
+        if self._patience_spent() and self.start_epoch < cfg.max_epochs:  # resumed after an early stop
+            self._announce(f"the run stopped early at epoch {self.start_epoch - 1} (trainer.early_stop_patience "
+                           f"{cfg.early_stop_patience}, best epoch {self.best_epoch}); nothing to train: fine-tune "
+                           f"with --init-from to train it further")
+            self.stopped_early = self.start_epoch - 1
+            return metrics
+        bar = self._progress()
         self._good, self._saved_at = self._snapshot(self.start_epoch - 1), _clock()
         epoch = self.start_epoch
         try:
@@ -127,19 +224,62 @@ class Trainer:
                         epoch = self._diverged(epoch, problem, bar)
                         continue
                     self.sched.step(val)
-                    if epoch % cfg.log_period == 0 or epoch == last:
+                    early = self._track_best(epoch, val)
+                    if early and not (save or stop) and (problem := self._nonfinite(train, val, True)) is not None:
+                        epoch = self._diverged(epoch, problem, bar)  # weights are checked before any save
+                        continue
+                    if epoch % cfg.log_period == 0 or epoch == last or early:
                         metrics = self._log(epoch, train, val, bar)
-                    if save or stop:
+                    if save or stop or early:
                         self.save(epoch)
                     if stop:
                         raise self._interrupted(epoch, requested)
+                    if early:
+                        self.stopped_early = epoch
+                        break
                     if bar is not None:
                         bar.update(1)
                     epoch += 1
         finally:
             if bar is not None:
                 bar.close()
+        if self.stopped_early is not None:
+            self._announce(f"early stop at epoch {self.stopped_early}: the validation loss did not improve by more "
+                           f"than {cfg.lr_threshold:g} (relative) for {cfg.early_stop_patience} epochs; best epoch "
+                           f"{self.best_epoch} (validation loss {self.best_val:.6g})")
         return metrics
+
+    # ---- the best epoch and early stopping ----------------------------------------------
+    @property
+    def best_epoch(self) -> Optional[int]:
+        """The epoch of the lowest validation loss so far (None before the first epoch)."""
+        return self.best.epoch if self.best.epoch >= 0 else None
+
+    @property
+    def best_val(self) -> Optional[float]:
+        """The lowest validation loss so far (MSE in training units; None before the first epoch)."""
+        return self.best.val if self.best.epoch >= 0 else None
+
+    @property
+    def best_path(self) -> Path:
+        """``checkpoints/best.ckpt`` of this run (written when ``trainer.keep_best``)."""
+        return best_checkpoint(self.run_dir)
+
+    def _track_best(self, epoch: int, val: Tensor) -> bool:
+        """Record epoch ``epoch``'s validation loss (one host read: the divergence check has
+        synchronized already); True when early stopping ends the run here."""
+        self.best.update(epoch, float(val))
+        return self._patience_spent() and epoch < self.cfg.max_epochs - 1
+
+    def _patience_spent(self) -> bool:
+        """True when ``early_stop_patience`` epochs passed without an improvement."""
+        n = self.cfg.early_stop_patience
+        return n > 0 and self.best.bad >= n
+
+    def _announce(self, line: str) -> None:
+        """One line for the user (the writing rank only), after the progress bar."""
+        if self.strategy.is_writer:
+            print(line, flush=True)
 
     def _train_epoch(self, epoch: int) -> dict[str, Tensor]:
         """One pass over the training rows; returns row-weighted mean loss components."""
@@ -180,7 +320,8 @@ class Trainer:
         return {"epoch": epoch, "model_state_dict": self.model.state_dict(),
                 "optimizer_state_dict": self.opt.state_dict(), "scheduler_state_dict": self.sched.state_dict(),
                 "trainer_state": {"shuffle_rng": self.shuffle_gen.get_state(), "global_rng": capture_rng(),
-                                  "rollbacks": self.rollbacks, "log_file": self.logger.path.name}}
+                                  "rollbacks": self.rollbacks, "log_file": self.logger.path.name,
+                                  **({"best": best} if (best := self.best.state()) is not None else {})}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Resume from ``training_state`` (a checkpoint or a snapshot); ``fit`` then continues
@@ -198,23 +339,59 @@ class Trainer:
         self.shuffle_gen.set_state(ts["shuffle_rng"])
         restore_rng(ts["global_rng"])
         self.rollbacks = int(ts.get("rollbacks", 0))
+        self.best.load(ts.get("best"))
         self.engine.on_state_loaded()
         self.start_epoch = int(state["epoch"]) + 1
 
     def save(self, epoch: int) -> Path:
         """Write ``checkpoints/ep_NNNNNN.ckpt`` atomically, keep it as the last good state,
-        then prune to ``keep_last``. A failed write names the last complete checkpoint."""
+        write best.ckpt if the best epoch changed, then prune to ``keep_last`` (never
+        best.ckpt). A failed write names the last complete checkpoint."""
         path = self.run_dir / CKPT_DIR / checkpoint_name(epoch)
         state = self.state_dict(epoch)
         try:
             if self.strategy.is_writer:  # rank 0 alone writes
                 save_checkpoint(path, state)
+            self.save_best()
         except OutputError as exc:
             raise OutputError(f"{exc}; last complete checkpoint: {self.last_checkpoint or 'none yet'}") from None
         self.last_checkpoint, self._saved_at = path, _clock()
         self._good = clone_tree({k: v for k, v in state.items() if k != "config"})
         self._prune(epoch)
         return path
+
+    def save_best(self) -> Optional[Path]:
+        """Write ``checkpoints/best.ckpt`` atomically when the kept best weights changed since
+        the last write (rank 0 writes); returns its path when written."""
+        if not self.best.pending:
+            return None
+        if self.strategy.is_writer:
+            save_checkpoint(self.best_path, self.best_state_dict())
+        self.best.written = self.best.epoch
+        return self.best_path
+
+    def best_state_dict(self) -> dict[str, Any]:
+        """best.ckpt's dict: the checkpoint format of ``state_dict`` for the best epoch's weights
+        (``epoch``, ``model_state_dict`` in original units, the full ``config``, which also
+        records ``best_epoch`` and ``best_val``). The optimizer state and RNGs of that epoch are
+        not kept (copying them each improving epoch would cost more than the epoch), so
+        ``--resume`` uses the newest ep_*.ckpt; ``--init-from`` takes best.ckpt's weights."""
+        best = self.best
+        if best.weights is None:
+            raise TrainingError("best.ckpt: expected the best epoch's weights (trainer.keep_best), but none are kept")
+        live = best.live()
+        with torch.no_grad():  # the units conversion reads the live model: swap the best weights in and back
+            current = {k: v.clone() for k, v in live.items()}
+            try:
+                for k, v in live.items():
+                    v.copy_(best.weights[k])
+                units, args = self.model.units_state_dict(), self.model.constructor_args()
+            finally:
+                for k, v in live.items():
+                    v.copy_(current[k])
+        config = {**args, "target_convention": "raw", **self.meta, "resolved": self.resolved(),
+                  "best_epoch": best.epoch, "best_val": best.val}
+        return {"epoch": best.epoch, "model_state_dict": units, "config": config}
 
     def _checkpoint_due(self, epoch: int, last: int) -> bool:
         """At ``save_period``, at the last epoch, or ``checkpoint_every_minutes`` after the last save."""
@@ -259,8 +436,10 @@ class Trainer:
         where = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint written yet"
         msg = f"epoch {epoch}: expected {problem}; {where}"
         if self.cfg.on_nonfinite != "rollback":
+            self._save_best_quietly()
             raise TrainingError(f"{msg}; lower trainer.lr or set trainer.on_nonfinite=rollback")
         if self.rollbacks >= MAX_ROLLBACKS:
+            self._save_best_quietly()
             raise TrainingError(f"{msg}; gave up after {MAX_ROLLBACKS} rollbacks (lr {self._lr():.3g}); "
                                 f"lower trainer.lr")
         good = self._good
@@ -281,6 +460,14 @@ class Trainer:
             bar.n = self.start_epoch
             bar.refresh()
         return self.start_epoch
+
+    def _save_best_quietly(self) -> None:
+        """Before a divergence error: keep the best epoch so far (a failed write changes
+        nothing about the error being raised)."""
+        try:
+            self.save_best()
+        except OutputError:
+            pass
 
     def _lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
