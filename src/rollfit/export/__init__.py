@@ -6,7 +6,11 @@
 - ``pt2``: a ``torch.export`` ExportedProgram (``export/pt2.py``), compilable with AOTInductor;
 - ``c``: a dependency-free C99 header with ``<name>_predict(const float *x, float *y)``.
 
-Every artefact computes outputs in original units from raw inputs. Before anything is
+Every artefact computes outputs in original units from raw inputs: the mean of the model,
+whatever its kind (one network; an ensemble's average; a GP's posterior mean). ONNX and pt2
+trace the plain module the kind gives (``export_module()``); the C header is generated per
+kind (networks in ``c_header``, GPs in ``c_gp``). A kind that cannot be exported to a format
+is a one-line error naming the kinds that can. Before anything is
 written, the artefact's bytes are written to a scratch folder, loaded back with the
 format's own runtime (onnxruntime, ``torch.export.load``, the system C compiler) and
 compared with the PyTorch model on random inputs within the input bounds; above the
@@ -64,7 +68,8 @@ def export(run: str | Path, fmt: str, output: str | Path, *, name: Optional[str]
     ``tolerance`` (relative, see ``common.relative_error``).
     """
     from ..analysis.surrogate import Surrogate
-    from .common import ExportInfo, UnitsModel, c_identifier, default_name
+    from ..model.kinds import kind_of
+    from .common import ExportInfo, UnitsModel, c_identifier, check_kind_exports, default_name
 
     module = format_module(fmt)
     if not tolerance > 0:
@@ -76,6 +81,7 @@ def export(run: str | Path, fmt: str, output: str | Path, *, name: Optional[str]
     if verify:
         module.check_available()
     s = Surrogate.load(run, activation=activation)
+    check_kind_exports(kind_of(s.config), fmt)
     _check_finite(s)
     info = ExportInfo.from_surrogate(s, ident)
     units = UnitsModel(s.model).eval()

@@ -3,7 +3,9 @@
 The header holds the weights and normalization vectors as ``static const float`` arrays
 and one function ``static inline void <name>_predict(const float *x, float *y)``: ``x``
 holds one point's raw inputs in ``in_lbl`` order, ``y`` receives the outputs in original
-units. Only ``<math.h>`` is used (``erff`` for gelu, ``expf`` for silu, ``tanhf``); link
+units. An ensemble's header stores each weight array member after member and
+``_predict`` averages the members (the model's mean); Gaussian-process kinds are rendered
+by ``c_gp.render_gp`` (same interface). Only ``<math.h>`` is used (``erff`` for gelu, ``expf`` for silu, ``tanhf``); link
 with ``-lm``. Everything is ``static``, so the header can be included in several
 translation units. The self-check compiles a small program with the system C compiler
 (``$CC``, else ``cc``) and compares its output with PyTorch.
@@ -25,8 +27,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import MissingDependency, OutputError
-from ..model.network import Act
+from ..errors import ConfigError, MissingDependency, OutputError
+from ..model.ensemble import EnsembleNet, StackedLinear
+from ..model.network import Act, RegressionNet
 from ..model.registry import ACTIVATIONS
 from .c_safety import audit_header, c_comment, c_ident, c_string, check_definitions
 from .common import ExportInfo, UnitsModel
@@ -65,14 +68,22 @@ def _activations(net: nn.Module) -> set[str]:
     return {_act_name(m) for m in net.mlp.modules() if isinstance(m, Act)}
 
 
+_LINEARS = (nn.Linear, StackedLinear)  # an ensemble's layers: one weight array per layer, member after member
+
+
 def _linears(net: nn.Module) -> list[tuple[str, nn.Linear]]:
     """(tag, Linear) of the MLP in state_dict order, tags used as array names."""
     return [(c_ident(n.replace(".", "_"), "a layer name"), m) for n, m in net.mlp.named_modules()
-            if isinstance(m, nn.Linear)]
+            if isinstance(m, _LINEARS)]
 
 
 def _dense_call(p: str, tag: str, lin: nn.Linear, x: str, y: str) -> str:
-    return f"    {p}_dense({p}_{tag}_w, {p}_{tag}_b, {lin.out_features}, {lin.in_features}, {x}, {y});\n"
+    """One dense layer; an ensemble's (a StackedLinear) reads member ``m``'s slice of the arrays."""
+    n_out, n_in = lin.out_features, lin.in_features
+    w, b = f"{p}_{tag}_w", f"{p}_{tag}_b"
+    if isinstance(lin, StackedLinear):
+        w, b = f"{w} + m * {n_out * n_in}", f"{b} + m * {n_out}"
+    return f"    {p}_dense({w}, {b}, {n_out}, {n_in}, {x}, {y});\n"
 
 
 def _act_loop(p: str, act: str, buf: str, n: int) -> str:
@@ -89,7 +100,7 @@ def _body_residual(p: str, net: nn.Module) -> str:
         code += _dense_call(p, f"layers_{i}", layer, "h", "z")
         if i < last:
             code += _act_loop(p, act, "z", layer.out_features)
-        if isinstance(skip, nn.Linear):
+        if isinstance(skip, _LINEARS):
             code += _dense_call(p, f"skip_connections_{i}", skip, "h", "s")
             code += f"    for (i = 0; i < {layer.out_features}; ++i) h[i] = z[i] + s[i];\n"
         else:
@@ -103,7 +114,7 @@ def _body_sequential(p: str, net: nn.Module) -> str:
     mods = list(net.mlp.mlp.named_children())
     code, src, dst, width = "", "xn", "h", 0
     for name, mod in mods:
-        if isinstance(mod, nn.Linear):
+        if isinstance(mod, _LINEARS):
             out = "y" if name == "output" else dst
             code += _dense_call(p, f"mlp_{name}", mod, src, out)
             src, dst, width = out, ("z" if out == "h" else "h"), mod.out_features
@@ -112,9 +123,27 @@ def _body_sequential(p: str, net: nn.Module) -> str:
     return code
 
 
-def render_header(units: UnitsModel, info: ExportInfo) -> str:
-    """The header's text."""
-    net, p = units.net, c_ident(info.name, "the name")
+def _network(model: nn.Module) -> nn.Module:
+    """The trained model inside an export wrapper (``UnitsModel``), or the model itself."""
+    return model.net if isinstance(model, UnitsModel) else model
+
+
+def _members_loop(p: str, net: nn.Module, body: str) -> str:
+    """``body`` (one network into y) once, or for an ensemble once per member, averaged into y."""
+    if not isinstance(net, EnsembleNet):
+        return body
+    k, inner = net.members, body.replace("\n    ", "\n        ")
+    return (f"    for (i = 0; i < {net.output_dim}; ++i) acc[i] = 0.0f;\n"
+            f"    for (m = 0; m < {k}; ++m) {{\n    {inner}"
+            f"        for (i = 0; i < {net.output_dim}; ++i) acc[i] += y[i];\n    }}\n"
+            f"    for (i = 0; i < {net.output_dim}; ++i) y[i] = acc[i] / {c_float(k)};\n")
+
+
+def render_header(units: nn.Module, info: ExportInfo) -> str:
+    """The header's text for a network kind (``mlp``: one network, ``ensemble``: the average
+    of its members); ``units`` is the model or its ``UnitsModel``."""
+    net, p = _network(units), c_ident(info.name, "the name")
+    ensemble = isinstance(net, EnsembleNet)
     widths = [m.out_features for _, m in _linears(net)] + [net.input_dim]
     acts_used = _activations(net)
     guard = f"ROLLFIT_{p.upper()}_H"
@@ -136,32 +165,46 @@ def render_header(units: UnitsModel, info: ExportInfo) -> str:
     if net.target_convention == "normalized":
         out += [_array(f"{p}_target_mean", net.target_mean), _array(f"{p}_target_std", net.target_std)]
     for tag, lin in _linears(net):
-        out += [f"/* {tag}: {lin.in_features} -> {lin.out_features}, row-major [out][in] */\n",
+        layout = f"{net.members} members of " if ensemble else ""
+        out += [f"/* {tag}: {lin.in_features} -> {lin.out_features}, {layout}row-major [out][in] */\n",
                 _array(f"{p}_{tag}_w", lin.weight.detach()), _array(f"{p}_{tag}_b", lin.bias.detach())]
     out += [f"\nstatic inline float {p}_{a}(float z) {{ return {ACTIVATIONS[a].c}; }}\n" for a in sorted(acts_used)]
     out.append(f"\nstatic inline void {p}_dense(const float *w, const float *b, int n_out, int n_in, "
                f"const float *x, float *y) {{\n    int o, i;\n    for (o = 0; o < n_out; ++o) {{\n"
                f"        float s = b[o];\n        for (i = 0; i < n_in; ++i) s += w[o * n_in + i] * x[i];\n"
                f"        y[o] = s;\n    }}\n}}\n")
-    body = _body_residual(p, net) if net.residual else _body_sequential(p, net)
+    body = _members_loop(p, net, _body_residual(p, net) if net.residual else _body_sequential(p, net))
+    locals_ = (f"    float acc[{net.output_dim}];\n    int m;\n" if ensemble else "")
     finish = (f"    for (i = 0; i < {net.output_dim}; ++i) y[i] = y[i] * {p}_target_std[i] + {p}_target_mean[i];\n"
               if net.target_convention == "normalized" else "")
     out.append(f"\n/* x: {len(info.in_lbl)} raw inputs ({c_comment(', '.join(info.in_lbl))}); "
                f"y: {len(info.out_lbl)} outputs in original units ({c_comment(', '.join(info.out_lbl))}). */\n"
                f"static inline void {p}_predict(const float *x, float *y) {{\n"
                f"    float xn[{net.input_dim}], h[{max(widths)}], z[{max(widths)}], s[{max(widths)}];\n"
-               f"    int i;\n    (void)s; (void)z;\n"
+               f"{locals_}    int i;\n    (void)s; (void)z;\n"
                f"    for (i = 0; i < {net.input_dim}; ++i) xn[i] = (x[i] - {p}_input_mean[i]) / {p}_input_std[i];\n"
                f"{body}{finish}}}\n")
     out.append("\n#ifdef __cplusplus\n}\n#endif\n\n" f"#endif /* {guard} */\n")
     return "".join(out)
 
 
-def render(units: UnitsModel, info: ExportInfo) -> bytes:
-    """The header file's bytes, audited (``c_safety.audit_header``) even when not verified."""
-    text = render_header(units, info)
+def render(units: nn.Module, info: ExportInfo) -> bytes:
+    """The header file's bytes, audited (``c_safety.audit_header``) even when not verified.
+    Network kinds are rendered here, other kinds (GPs) by ``c_gp.render_gp``."""
+    net = _network(units)
+    text = render_header(net, info) if isinstance(net, (RegressionNet, EnsembleNet)) else _other_kind(net, info)
     audit_header(text, info.name)
     return text.encode("ascii")
+
+
+def _other_kind(model: nn.Module, info: ExportInfo) -> str:
+    """The header of a kind that is not a network: the GP kinds' kernel sum (``c_gp``)."""
+    try:
+        from .c_gp import render_gp
+    except ImportError:
+        raise ConfigError(f"--format c: expected a run of a network kind (mlp, ensemble), but this run is "
+                          f"'{info.kind}', whose C export is not available in this installation") from None
+    return render_gp(model, info)
 
 
 def interface(info: ExportInfo) -> dict[str, Any]:

@@ -32,8 +32,11 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class UnitsModel(nn.Module):
     """Raw inputs (N, D) -> outputs in original units (N, K); normalization inside.
 
-    Wraps a ``RegressionNet``: ``forward(x)`` then ``* target_std + target_mean`` only for
-    the normalized convention (rollfit), never for raw-convention original runs.
+    Wraps a trained model of any kind (``net``): ``forward(x)`` is its mean in original units
+    (``RegressionNet`` scales by ``target_std``/``target_mean`` only for the normalized
+    convention, never for raw-convention original runs). The formats export
+    ``export_module()``, the plain torch module the kind gives for its mean
+    (``RegressionNet``: itself; ``EnsembleNet``: the members' average; GPs: the kernel sum).
     """
 
     def __init__(self, net: nn.Module):
@@ -41,7 +44,11 @@ class UnitsModel(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # RegressionNet.forward returns original units for every convention
+        return self.net(x)  # every kind's forward returns the mean in original units
+
+    def export_module(self) -> nn.Module:
+        """The plain module ONNX and pt2 trace: the kind's own (``model.export_module()``)."""
+        return self.net.export_module()
 
 
 @dataclass
@@ -63,9 +70,12 @@ class ExportInfo:
     original_pipeline: bool
     rollfit_version: str = __version__
 
+    kind: str = "mlp"
+
     @classmethod
     def from_surrogate(cls, s: Any, name: str) -> "ExportInfo":
         """From a loaded ``Surrogate`` (its config, bounds and checkpoint file)."""
+        from ..model.kinds import kind_of
         from ..runs.checkpoint import is_original
 
         bounds = s.bounds
@@ -74,7 +84,8 @@ class ExportInfo:
                    bounds_estimated=bool(s.bounds_are_estimated), layers=list(s.config["layers"]),
                    residual=bool(s.config["residual"]), activation=str(s.config["activation"]),
                    target_convention=str(s.config["target_convention"]), checkpoint=Path(s.checkpoint).resolve(),
-                   checkpoint_sha256=sha256_file(s.checkpoint), original_pipeline=is_original({"config": s.config}))
+                   checkpoint_sha256=sha256_file(s.checkpoint), original_pipeline=is_original({"config": s.config}),
+                   kind=kind_of(s.config))
 
     def bounds_dict(self) -> dict[str, list[float]]:
         """label -> [low, high] of the inputs (training range, or mean +- 2 std when estimated)."""
@@ -90,6 +101,16 @@ class ExportInfo:
         ins = ", ".join(f"{k} [{a:.6g}, {b:.6g}]" for k, a, b in zip(self.in_lbl, self.lo, self.hi))
         return (f"rollfit {self.rollfit_version} surrogate; inputs (raw units, in this order, {self.range_kind}): "
                 f"{ins}; outputs (original units): {', '.join(self.out_lbl)}")
+
+
+def check_kind_exports(kind: str, fmt: str) -> None:
+    """A one-line ``ConfigError`` when model kind ``kind`` cannot be exported as ``fmt``,
+    naming the kinds that can."""
+    from ..model.kinds import kind_spec, kinds_exporting
+
+    if fmt not in kind_spec(kind).exports:
+        raise ConfigError(f"--format {fmt}: expected a run of a kind that exports to {fmt} "
+                          f"({', '.join(kinds_exporting(fmt))}), but this run is '{kind}'")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -155,7 +176,7 @@ def sidecar(info: ExportInfo, fmt: str, artefact: Path, artefact_sha256: str, in
         "input_bounds": info.bounds_dict(),
         "input_bounds_estimated": info.bounds_estimated,
         "interface": interface,
-        "model": {"layers": info.layers, "residual": info.residual, "activation": info.activation,
+        "model": {"kind": info.kind, "layers": info.layers, "residual": info.residual, "activation": info.activation,
                   "source_target_convention": info.target_convention},
         "source": {"checkpoint": str(info.checkpoint), "sha256": info.checkpoint_sha256,
                    "original_pipeline": info.original_pipeline},

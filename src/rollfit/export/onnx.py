@@ -29,9 +29,9 @@ PIP = "onnx onnxruntime onnxscript"
 
 
 class PerLabel(nn.Module):
-    """``UnitsModel`` with one (batch,) tensor per input and per output."""
+    """The kind's export module with one (batch,) tensor per input and per output."""
 
-    def __init__(self, units: UnitsModel):
+    def __init__(self, units: nn.Module):
         super().__init__()
         self.units = units
 
@@ -65,7 +65,7 @@ def render(units: UnitsModel, info: ExportInfo) -> bytes:
     clash = sorted(set(info.in_lbl) & set(info.out_lbl))
     if clash:
         raise OutputError(f"onnx export: expected distinct input and output names, but '{clash[0]}' is both")
-    module = PerLabel(units).eval()
+    module = PerLabel(units.export_module()).eval()
     example = tuple(torch.full((3,), float(m)) for m in (info.lo + info.hi) / 2)
     batch = torch.export.Dim("batch", min=1)
     ins = [f"rollfit_input_{j}" for j in range(len(info.in_lbl))]

@@ -30,7 +30,7 @@ def check_available() -> None:
 def render(units: UnitsModel, info: ExportInfo) -> bytes:
     """The saved ExportedProgram's bytes."""
     example = torch.as_tensor(np.stack([(info.lo + info.hi) / 2] * 3), dtype=torch.float32)
-    program = torch.export.export(units.eval(), (example,),
+    program = torch.export.export(units.export_module().eval(), (example,),
                                   dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
     meta = {"in_lbl": info.in_lbl, "out_lbl": info.out_lbl, "input_bounds": info.bounds_dict(),
             "rollfit_version": info.rollfit_version, "source_checkpoint_sha256": info.checkpoint_sha256,

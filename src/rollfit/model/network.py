@@ -230,6 +230,11 @@ class RegressionNet(nn.Module):
 
     predict_std = no_std("mlp")
 
+    def export_module(self) -> nn.Module:
+        """A plain module of the outputs in original units for ONNX and pt2: this network,
+        whose ``forward(x)`` already returns them."""
+        return self
+
     def constructor_args(self) -> dict:
         """Plain-typed arguments that rebuild this network (stored in checkpoints)."""
         return {"input_dim": self.input_dim, "output_dim": self.output_dim, "layers": list(self.layers),
