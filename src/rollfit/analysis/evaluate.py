@@ -7,14 +7,16 @@ so (``Evaluation.training_metrics``). Cross-validation is the honest alternative
 ``pipeline.cv.cross_validate`` retrains the run's config on K-1 folds and predicts the held
 out fold; its folds, config and metrics (``CrossValidation``) are defined here.
 
-Metrics per output label: ``rmse``, ``mae``, ``r2``, ``max_abs_error`` and ``n`` (rows).
+Metrics per output label: ``rmse``, ``mae``, ``r2``, ``max_abs_error`` and ``n`` (rows);
+for model kinds with an uncertainty also ``nll`` (Gaussian negative log likelihood of the
+true values, mean per row) and ``coverage_95`` (fraction of rows inside mean +- 1.96 std).
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +28,8 @@ from ..runs.folder import RunFolder
 from .surrogate import Surrogate
 
 METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
+UNCERTAINTY_METRICS = ("nll", "coverage_95")  # kinds with an uncertainty only
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: mean +- Z95 std is a 95% interval
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -53,6 +57,39 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[
             "n": int(n),
         }
     return out
+
+
+def uncertainty_metrics(y_true: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                        labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per output label: ``nll`` and ``coverage_95`` of a predictive normal N(mean, std^2).
+
+    ``nll`` = mean over rows of ``0.5 log(2 pi std^2) + (y - mean)^2 / (2 std^2)`` (lower is
+    better; in the output's units, so compare it between models of the same data only);
+    ``coverage_95`` = fraction of rows with ``|y - mean| <= Z95 std``, near 0.95 for an honest
+    uncertainty. Computed in float64; a zero std gives an infinite NLL (an overconfident model).
+    """
+    yt = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    mu = np.asarray(mean, dtype=np.float64).reshape(len(mean), -1)
+    sd = np.asarray(std, dtype=np.float64).reshape(len(std), -1)
+    if not (yt.shape == mu.shape == sd.shape) or yt.shape[1] != len(labels):
+        raise ValueError(f"uncertainty_metrics: expected y_true, mean and std of shape (N, {len(labels)}), "
+                         f"but got {yt.shape}, {mu.shape} and {sd.shape}")
+    out: dict[str, dict[str, float]] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nll = 0.5 * np.log(2.0 * np.pi * sd ** 2) + (yt - mu) ** 2 / (2.0 * sd ** 2)
+        inside = np.abs(yt - mu) <= Z95 * sd
+    for k, label in enumerate(labels):
+        n = len(yt)
+        out[label] = {"nll": float(nll[:, k].mean()) if n else float("nan"),
+                      "coverage_95": float(inside[:, k].mean()) if n else float("nan")}
+    return out
+
+
+def metric_names(metrics: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """The metrics to show for ``metrics`` (label -> values): ``METRICS``, then the
+    uncertainty metrics when every output has them."""
+    extra = tuple(m for m in UNCERTAINTY_METRICS if metrics and all(m in v for v in metrics.values()))
+    return METRICS + extra
 
 
 # ----------------------------------------------------------------------------- the run's data
@@ -132,6 +169,7 @@ class Evaluation:
     ``rows`` is ``"validation"`` (the run's held-out rows), ``"training"`` (train_split 1.0:
     validation rows are training rows) or ``"file"`` (every row of another file); ``tag``
     names the metrics file (``metrics_<tag>.json``: validation, training or the file's stem).
+    ``y_std`` is the predicted standard deviation (kinds with an uncertainty), else None.
     """
 
     metrics: dict[str, dict[str, float]]
@@ -143,6 +181,7 @@ class Evaluation:
     out_lbl: list[str]
     train_split: float
     tag: str = ""
+    y_std: Optional[np.ndarray] = None
 
     @property
     def file_tag(self) -> str:
@@ -169,7 +208,8 @@ class Evaluation:
 
 
 def evaluate_run(run: str | Path | Surrogate, hdf5: Any = None, table: Optional[RolloutTable] = None) -> Evaluation:
-    """Score a run on its validation rows, or on every row of ``hdf5`` (another file).
+    """Score a run on its validation rows, or on every row of ``hdf5`` (another file); a
+    model with an uncertainty is also scored by ``uncertainty_metrics`` on the same rows.
 
     ``table`` supplies the run's rows already in memory (training passes it); it is split
     like the data files would be.
@@ -184,11 +224,14 @@ def evaluate_run(run: str | Path | Surrogate, hdf5: Any = None, table: Optional[
         _, idx = split_rows(s, t)
         kind = "training" if train_split >= 1.0 else "validation"
     x, y = t.inputs[idx], t.targets[idx]
-    pred = s.predict(x)
+    pred, std = s.predict(x, return_std=True) if s.has_std else (s.predict(x), None)
+    metrics = regression_metrics(y, pred, s.out_lbl)
+    if std is not None:
+        for lbl, extra in uncertainty_metrics(y, pred, std, s.out_lbl).items():
+            metrics[lbl].update(extra)
     source = ", ".join(Path(f).name for f in t.files) or "the run's data"
     tag = file_tag(t.files) if kind == "file" else kind
-    return Evaluation(regression_metrics(y, pred, s.out_lbl), kind, source, x, y, pred, list(s.out_lbl), train_split,
-                      tag)
+    return Evaluation(metrics, kind, source, x, y, pred, list(s.out_lbl), train_split, tag, std)
 
 
 def file_tag(files: Sequence[str]) -> str:

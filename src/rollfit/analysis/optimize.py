@@ -20,6 +20,12 @@ Method (all starts of all problems are one batch on the device, in float64):
 5. Per problem the best feasible start wins; when none is feasible the least violating one
    is returned with ``feasible=False`` and a message saying so.
 
+Risk-averse optimization (``risk = k > 0``, model kinds with an uncertainty): the objective is
+``target + k * std(target)`` when minimizing (``target - k * std(target)`` when maximizing),
+where ``std(target)`` is the predictive standard deviation of the target expression, by the
+delta method with independent outputs: ``sqrt(sum_k (d target / d y_k)^2 std_k^2)`` (for one
+output label, its std). ``predict_std`` is differentiable, so the same solver runs on it.
+
 No scipy: the whole loop is torch, so it runs on the GPU as well as on the CPU.
 """
 from __future__ import annotations
@@ -36,8 +42,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, RollfitError, did_you_mean, listing
+from ..model.kinds import require_std
 from .constraints import Constraint, Expression, parse_constraint, parse_target
-
 
 
 class SurrogateLike(Protocol):
@@ -50,8 +56,10 @@ class SurrogateLike(Protocol):
     out_lbl: list[str]
     bounds_are_estimated: bool
     run_dir: Optional[Path]
+    kind: str
+    has_std: bool
 
-    def predict(self, X: Any) -> np.ndarray: ...
+    def predict(self, X: Any, return_std: bool = False) -> Any: ...
 
     def _bounds_arrays(self) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -72,6 +80,10 @@ class OptimizationResult:
     equality, <= 0 for a met ``<=``). ``distance_to_nearest_training_point`` is Euclidean in
     units of the training inputs' standard deviations (None when the training data could not
     be read; ``distance_note`` says why). ``warnings`` flag extrapolation and edge optima.
+    For a model with an uncertainty, ``output_std`` is each output's predicted std at the
+    optimum, ``objective_std`` the target's (see the module docstring) and ``risk_objective``
+    what was optimized: ``objective + risk * objective_std`` (maximizing: minus); all three are
+    empty/None for a model without one.
     """
 
     target: str
@@ -92,6 +104,10 @@ class OptimizationResult:
     params: dict[str, float] = field(default_factory=dict)
     starts: int = 0
     feasible_starts: int = 0
+    risk: float = 0.0
+    output_std: dict[str, float] = field(default_factory=dict)
+    objective_std: Optional[float] = None
+    risk_objective: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (bounds as [lo, hi] lists)."""
@@ -137,6 +153,7 @@ class _Problem:
     sign: float
     constraints: list[Constraint]
     warnings: list[str]
+    risk: float = 0.0
 
     @property
     def n(self) -> int:
@@ -195,10 +212,25 @@ def _fixed_columns(sur: "SurrogateLike", fix: Mapping[str, Any], bounds: Optiona
     return idx, values
 
 
+def check_risk(sur: "SurrogateLike", risk: Any) -> float:
+    """``risk`` as a float >= 0; a positive one needs a model with an uncertainty (one-line
+    errors otherwise, naming the kinds that have one)."""
+    try:
+        value = float(risk)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(risk, bool) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"risk: expected a finite number >= 0 (0: minimize the mean), but got {risk!r}")
+    if value > 0:
+        require_std(sur.kind, "an uncertainty (risk > 0 optimizes mean + risk * std)")
+    return value
+
+
 def _build_problem(sur: "SurrogateLike", target: str, maximize: bool, fix: Mapping[str, Any],
                    bounds: Optional[Mapping[str, Any]], constraints: Sequence[str],
-                   params: Mapping[str, np.ndarray], n: int) -> _Problem:
+                   params: Mapping[str, np.ndarray], n: int, risk: float = 0.0) -> _Problem:
     """Validate every option against the surrogate's labels and assemble a ``_Problem``."""
+    risk = check_risk(sur, risk)
     warns: list[str] = []
     if sur.bounds_are_estimated:
         warns.append("the checkpoint records no input ranges: search ranges are the training mean +- 2 std")
@@ -210,7 +242,7 @@ def _build_problem(sur: "SurrogateLike", target: str, maximize: bool, fix: Mappi
     free = [i for i in range(len(sur.in_lbl)) if i not in fixed]
     params = {k: np.asarray(v, np.float64) for k, v in params.items()}
     return _Problem(list(sur.in_lbl), free, fixed, values, lo, hi, params, expr, target,
-                    -1.0 if maximize else 1.0, cons, warns)
+                    -1.0 if maximize else 1.0, cons, warns, risk)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -242,9 +274,14 @@ class _Evaluator:
         return base + (self.lo + u * self.span) @ self.place
 
     def objective(self, x: torch.Tensor) -> torch.Tensor:
-        """The target expression per row (original units, not signed)."""
-        y = self.model(x)  # original units for every convention
-        return _as_rows(self.prob.target({lbl: y[:, k] for k, lbl in enumerate(self.out_lbl)}), x)
+        """The target expression per row (original units, not signed); with ``risk`` k > 0,
+        the risk-averse ``target + k std(target)`` (maximizing: ``target - k std(target)``)."""
+        if not self.prob.risk:
+            y = self.model(x)  # original units for every convention and kind
+            return _as_rows(self.prob.target({lbl: y[:, k] for k, lbl in enumerate(self.out_lbl)}), x)
+        mean, std = self.model.predict_std(x)
+        f, sf = target_with_std(self.prob.target, self.out_lbl, mean, std)
+        return f + self.prob.sign * self.prob.risk * sf
 
     def residuals(self, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Constraint residuals ``lhs - rhs`` per row, (N, m)."""
@@ -252,6 +289,26 @@ class _Evaluator:
         env.update(self.params if rows is None else {k: v[rows] for k, v in self.params.items()})
         cols = [_as_rows(c.residual(env), x) for c in self.prob.constraints]
         return torch.stack(cols, dim=1) if cols else x.new_zeros(x.shape[0], 0)
+
+
+def target_with_std(target: Expression, out_lbl: Sequence[str], mean: torch.Tensor,
+                    std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, std of the target) per row from the outputs' predictive means and stds (N, K).
+
+    The std is the delta method's ``|grad_y target * std|`` (outputs taken as independent):
+    exact for a linear target, the output's own std for a single label. Differentiable with
+    respect to whatever ``mean`` and ``std`` depend on when grad mode is on; the gradient of
+    the target by the outputs comes from autograd (rows are independent, so the gradient of
+    the sum is each row's).
+    """
+    connected = mean.requires_grad and torch.is_grad_enabled()
+    with torch.enable_grad():
+        y = mean if connected else mean.detach().requires_grad_(True)
+        f = _as_rows(target({lbl: y[:, k] for k, lbl in enumerate(out_lbl)}), y)
+        g = torch.autograd.grad(f.sum(), y, create_graph=connected, allow_unused=True)[0] if f.requires_grad else None
+    g = torch.zeros_like(mean) if g is None else g
+    sf = torch.linalg.vector_norm(g * std, dim=1)
+    return (f if connected else f.detach()), sf
 
 
 def _as_rows(value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -485,9 +542,19 @@ def _edge_warnings(prob: _Problem, x: np.ndarray) -> list[str]:
 def _result(sur: "SurrogateLike", prob: _Problem, p: int, x: np.ndarray, resid: np.ndarray, feasible: bool,
             n_feasible: int, starts: int) -> OptimizationResult:
     """One problem's answer in original units (outputs predicted by the surrogate itself)."""
-    y = sur.predict(x[None, :].astype(np.float32))[0].astype(float)
+    if sur.has_std:
+        mean, std = sur.predict(x[None, :], return_std=True)
+        y, sd = mean[0].astype(float), std[0].astype(float)
+    else:
+        y, sd = sur.predict(x[None, :].astype(np.float32))[0].astype(float), None
     outputs = {lbl: float(y[k]) for k, lbl in enumerate(sur.out_lbl)}
     objective = float(prob.target({k: float(v) for k, v in outputs.items()}))
+    uncertainty: dict[str, Any] = {}
+    if sd is not None:
+        f_std = float(target_with_std(prob.target, sur.out_lbl, torch.as_tensor(y[None, :]),
+                                      torch.as_tensor(sd[None, :]))[1][0])
+        uncertainty = dict(output_std={lbl: float(sd[k]) for k, lbl in enumerate(sur.out_lbl)},
+                           objective_std=f_std, risk_objective=objective + prob.sign * prob.risk * f_std)
     cons = {c.text: float(resid[j]) for j, c in enumerate(prob.constraints)}
     worst_violation = max((float(c.violation(float(resid[j]))) for j, c in enumerate(prob.constraints)), default=0.0)
     if feasible:
@@ -505,7 +572,8 @@ def _result(sur: "SurrogateLike", prob: _Problem, p: int, x: np.ndarray, resid: 
         warnings=list(prob.warnings) + _edge_warnings(prob, x),
         fixed={prob.in_lbl[i]: float(prob.fixed_values[p, j]) for j, i in enumerate(prob.fixed)},
         bounds={prob.in_lbl[i]: (float(prob.lo[i]), float(prob.hi[i])) for i in prob.free},
-        params={k: float(v[p]) for k, v in prob.params.items()}, starts=starts, feasible_starts=int(n_feasible))
+        params={k: float(v[p]) for k, v in prob.params.items()}, starts=starts, feasible_starts=int(n_feasible),
+        risk=prob.risk, **uncertainty)
 
 
 def _add_distances(sur: "SurrogateLike", results: list[OptimizationResult], train: Optional[np.ndarray], note: str) -> None:
@@ -598,7 +666,7 @@ def optimize(surrogate: "SurrogateLike", target: str, maximize: bool = False,
              bounds: Optional[Mapping[str, Sequence[Optional[float]]]] = None,
              constraints: Optional[Sequence[str]] = None, starts: int = 64, seed: int = 0,
              device: Any = None, *, training_inputs: Optional[np.ndarray] = None,
-             distances: bool = True, steps: int = STEPS) -> OptimizationResult:
+             distances: bool = True, steps: int = STEPS, risk: float = 0.0) -> OptimizationResult:
     """The inputs minimizing (``maximize``: maximizing) ``target`` under the given conditions.
 
     ``target``: an output label or an expression over output labels (``"cot + 0.1*effort"``).
@@ -609,9 +677,12 @@ def optimize(surrogate: "SurrogateLike", target: str, maximize: bool = False,
     ``starts`` random starts are optimized together on ``device`` (default: the model's).
     ``training_inputs`` (N, D) replaces re-reading the training data for the distance;
     ``distances=False`` skips it. ``steps``: Adam steps (the step size decays over them).
-    Infeasible problems return ``feasible=False`` and say so in ``message``.
+    ``risk`` k >= 0: minimize ``target + k std(target)`` (maximize ``target - k std(target)``),
+    a risk-averse optimum that avoids inputs where the model is unsure; k > 0 needs a model
+    kind with an uncertainty. Infeasible problems return ``feasible=False`` and say so in ``message``.
     """
-    prob = _build_problem(surrogate, target, maximize, dict(fix or {}), bounds, list(constraints or []), {}, 1)
+    prob = _build_problem(surrogate, target, maximize, dict(fix or {}), bounds, list(constraints or []), {}, 1,
+                          risk)
     return _solve_problems(surrogate, prob, starts, seed, device, training_inputs, distances, steps)[0]
 
 
@@ -620,12 +691,14 @@ def sweep_optimum(surrogate: "SurrogateLike", target: str, vary: Mapping[str, Se
                   bounds: Optional[Mapping[str, Sequence[Optional[float]]]] = None,
                   constraints: Optional[Sequence[str]] = None, starts: int = 64, seed: int = 0,
                   device: Any = None, *, training_inputs: Optional[np.ndarray] = None,
-                  distances: bool = True, steps: int = STEPS) -> SweepResult:
+                  distances: bool = True, steps: int = STEPS, risk: float = 0.0) -> SweepResult:
     """The optimum at every combination of the ``vary`` values (all solved as one batch).
 
     A ``vary`` name that is an input is fixed at each value; any other name is a symbol that
     the ``constraints`` use, e.g. ``vary={"speed": np.linspace(0.8, 1.4, 13)}`` with
-    ``constraints=["gait_stride*gait_cadence=speed"]``. Other options as in ``optimize``.
+    ``constraints=["gait_stride*gait_cadence=speed"]``. Other options (``risk`` too) as in
+    ``optimize``; a model with an uncertainty adds ``<output>_std``, ``objective_std`` and
+    ``risk_objective`` columns.
     """
     names, grids = _vary_grids(surrogate, vary, fix)
     combos = np.array(list(itertools.product(*grids)), dtype=np.float64).reshape(-1, len(names))
@@ -633,7 +706,8 @@ def sweep_optimum(surrogate: "SurrogateLike", target: str, vary: Mapping[str, Se
     params: dict[str, np.ndarray] = {}
     for j, name in enumerate(names):
         (fixed if name in surrogate.in_lbl else params)[name] = combos[:, j]
-    prob = _build_problem(surrogate, target, maximize, fixed, bounds, list(constraints or []), params, len(combos))
+    prob = _build_problem(surrogate, target, maximize, fixed, bounds, list(constraints or []), params, len(combos),
+                          risk)
     used = {n for c in prob.constraints for n in c.names}
     for name in params:
         if name not in used:
@@ -666,7 +740,11 @@ def _sweep_row(sur: "SurrogateLike", names: list[str], values: np.ndarray, res: 
     row: dict[str, Any] = {n: float(v) for n, v in zip(names, values)}
     row.update({lbl: v for lbl, v in res.inputs.items() if lbl not in row})
     row.update({(lbl if lbl not in row else f"predicted_{lbl}"): v for lbl, v in res.outputs.items()})
-    row.update({"objective": res.objective, "feasible": res.feasible, "max_violation": res.max_violation,
+    row.update({f"{lbl}_std": v for lbl, v in res.output_std.items()})
+    row["objective"] = res.objective
+    if res.objective_std is not None:
+        row.update({"objective_std": res.objective_std, "risk_objective": res.risk_objective})
+    row.update({"feasible": res.feasible, "max_violation": res.max_violation,
                 "distance_to_nearest_training_point": res.distance_to_nearest_training_point})
     return row
 

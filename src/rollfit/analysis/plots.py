@@ -10,7 +10,9 @@ a run folder into ``<run>/plots/``:
 - ``residuals.png``: histogram of predicted - true per output;
 - ``contour_<a>_<b>.png``: the predicted surface over the training range of inputs a and b,
   other inputs held fixed (default: their training median), training points and failed runs on it;
-- ``slice_<name>.png``: the prediction along one input, other inputs held, with the data.
+  for a model with an uncertainty, a map of the predicted standard deviation beside each mean map;
+- ``slice_<name>.png``: the prediction along one input, other inputs held, with the data; for a
+  model with an uncertainty, the 95% band (mean +- 1.96 std) around the line.
 """
 from __future__ import annotations
 
@@ -153,6 +155,13 @@ def _grid_inputs(surrogate: Surrogate, hold: Mapping[str, float], columns: Mappi
                      for lbl in surrogate.in_lbl], axis=1).astype(np.float32)
 
 
+def _predict(surrogate: Surrogate, x: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(mean, std) for a model with an uncertainty, (mean, None) otherwise."""
+    if surrogate.has_std:
+        return surrogate.predict(x, return_std=True)
+    return surrogate.predict(x), None
+
+
 # ----------------------------------------------------------------------------- contour / slice
 def contour_data(surrogate: Surrogate, pair: Sequence[str], hold: Mapping[str, float], n: int = 60,
                  points: Optional[np.ndarray] = None, val_points: Optional[np.ndarray] = None,
@@ -160,7 +169,8 @@ def contour_data(surrogate: Surrogate, pair: Sequence[str], hold: Mapping[str, f
     """The predicted surface over the training range of inputs ``pair`` = (a, b).
 
     Returns grids ``x`` (n,), ``y`` (n,), ``z`` {output: (n, n)} with ``z[i, j]`` at
-    (x[j], y[i]); the held values of the other inputs; and the (a, b) coordinates of the
+    (x[j], y[i]); ``std`` {output: (n, n)} likewise for a model with an uncertainty (else
+    None); the held values of the other inputs; and the (a, b) coordinates of the
     training ``points``, validation ``val_points`` and ``failed`` runs ((N, D) input arrays).
     """
     a, b = (check_input_name(p, surrogate.in_lbl, "--pairs") for p in pair)
@@ -171,14 +181,16 @@ def contour_data(surrogate: Surrogate, pair: Sequence[str], hold: Mapping[str, f
     x = np.linspace(*bounds[a], n)
     y = np.linspace(*bounds[b], n)
     gx, gy = np.meshgrid(x, y)
-    pred = surrogate.predict(_grid_inputs(surrogate, hold, {a: gx.ravel(), b: gy.ravel()}))
+    pred, std = _predict(surrogate, _grid_inputs(surrogate, hold, {a: gx.ravel(), b: gy.ravel()}))
     z = {lbl: pred[:, k].reshape(n, n).astype(np.float64) for k, lbl in enumerate(surrogate.out_lbl)}
+    sd = None if std is None else {lbl: std[:, k].reshape(n, n).astype(np.float64)
+                                   for k, lbl in enumerate(surrogate.out_lbl)}
 
     def xy(arr: Optional[np.ndarray]) -> np.ndarray:
         return np.empty((0, 2)) if arr is None or not len(arr) else np.asarray(arr, np.float64)[:, [ia, ib]]
 
     held = {k: v for k, v in hold.items() if k not in (a, b)}
-    return {"pair": (a, b), "x": x, "y": y, "z": z, "held": held, "points": xy(points),
+    return {"pair": (a, b), "x": x, "y": y, "z": z, "std": sd, "held": held, "points": xy(points),
             "val_points": xy(val_points), "failed": xy(failed)}
 
 
@@ -189,15 +201,19 @@ def slice_data(surrogate: Surrogate, name: str, hold: Mapping[str, float], n: in
 
     With data (``inputs``, ``targets``), each row's ``name`` value and outputs are returned,
     and ``near`` marks rows whose other inputs all lie within ``near`` x (their training
-    range) of the held values: those are the rows the line should pass through.
+    range) of the held values: those are the rows the line should pass through. ``std``
+    {output: (n,)} is the predicted standard deviation along the line (None for a model
+    without an uncertainty).
     """
     check_input_name(name, surrogate.in_lbl, "--slice")
     j = surrogate.in_lbl.index(name)
     bounds = surrogate.bounds
     x = np.linspace(*bounds[name], n)
-    pred = surrogate.predict(_grid_inputs(surrogate, hold, {name: x}))
+    pred, std = _predict(surrogate, _grid_inputs(surrogate, hold, {name: x}))
     out: dict[str, Any] = {"name": name, "x": x, "pred": {lbl: pred[:, k].astype(np.float64)
                                                           for k, lbl in enumerate(surrogate.out_lbl)},
+                           "std": None if std is None else {lbl: std[:, k].astype(np.float64)
+                                                            for k, lbl in enumerate(surrogate.out_lbl)},
                            "held": {k: v for k, v in hold.items() if k != name},
                            "data_x": np.empty(0), "data_y": {lbl: np.empty(0) for lbl in surrogate.out_lbl},
                            "near": np.empty(0, dtype=bool)}
@@ -351,16 +367,21 @@ def draw_residuals(data: Mapping[str, Any]):
 
 
 def draw_contour(data: Mapping[str, Any]):
-    """Filled contours of each output over the input pair, with training points and failed runs."""
+    """Filled contours of each output over the input pair, with training points and failed runs;
+    with an uncertainty (``data["std"]``), each output's std map beside its mean map."""
     a, b = data["pair"]
-    fig, axes = _figure(len(data["z"]), 5.6, 4.6)
-    for ax, (lbl, z) in zip(axes, data["z"].items()):
+    std = data.get("std")
+    panels = [(lbl, z, False) for lbl, z in data["z"].items()]
+    if std is not None:
+        panels = [p for lbl, z, _ in panels for p in ((lbl, z, False), (lbl, std[lbl], True))]
+    fig, axes = _figure(len(panels), 5.6, 4.6, max_cols=2 if std is not None else 3)
+    for ax, (lbl, z, is_std) in zip(axes, panels):
         with warnings.catch_warnings():  # a flat surface has no levels to draw
             warnings.simplefilter("ignore", UserWarning)
-            filled = ax.contourf(data["x"], data["y"], z, levels=20, cmap="viridis")
-        fig.colorbar(filled, ax=ax, label=f"predicted {lbl}")
+            filled = ax.contourf(data["x"], data["y"], z, levels=20, cmap="magma" if is_std else "viridis")
+        fig.colorbar(filled, ax=ax, label=f"predicted std of {lbl}" if is_std else f"predicted {lbl}")
         if len(data["points"]):
-            ax.scatter(*data["points"].T, s=9, c="black", label="training rows")
+            ax.scatter(*data["points"].T, s=9, c="black" if not is_std else "white", label="training rows")
         if len(data["val_points"]):
             ax.scatter(*data["val_points"].T, s=16, facecolors="white", edgecolors="black", label="validation rows")
         if len(data["failed"]):
@@ -369,22 +390,30 @@ def draw_contour(data: Mapping[str, Any]):
         ax.set_ylim(data["y"][0], data["y"][-1])
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-        ax.set_title(_held_text(data["held"]) or f"{lbl} over {a}, {b}", fontsize=9)
+        title = _held_text(data["held"]) or f"{lbl} over {a}, {b}"
+        ax.set_title(f"std of {lbl} (a new observation)\n{title}" if is_std else title, fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
     return fig
 
 
 def draw_slice(data: Mapping[str, Any]):
-    """The prediction along one input (line) with the data (rows near the held values darker)."""
+    """The prediction along one input (line) with the data (rows near the held values darker);
+    with an uncertainty (``data["std"]``), the 95% band mean +- 1.96 std around the line."""
+    from .evaluate import Z95
+
     name = data["name"]
     fig, axes = _figure(len(data["pred"]), 5.2, 4.0)
     near = data["near"]
+    std = data.get("std")
     for ax, (lbl, pred) in zip(axes, data["pred"].items()):
         y = data["data_y"][lbl]
         if len(y):
             ax.scatter(data["data_x"][~near], y[~near], s=8, c="0.7", label="other rows")
             ax.scatter(data["data_x"][near], y[near], s=12, c="black", label="rows near the held values")
+        if std is not None:
+            ax.fill_between(data["x"], pred - Z95 * std[lbl], pred + Z95 * std[lbl], color="tab:blue", alpha=0.2,
+                            linewidth=0, label="95% interval (mean ± 1.96 std)")
         ax.plot(data["x"], pred, color="tab:blue", linewidth=2.0, label="prediction")
         ax.set_xlabel(name)
         ax.set_ylabel(lbl)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import yaml
 
 from ..io import atomic_write_text
-from .evaluate import METRICS, Evaluation, evaluate_run, load_run_table, write_metrics
+from .evaluate import METRICS, Evaluation, evaluate_run, load_run_table, metric_names, write_metrics
 from .surrogate import Surrogate
 
 CAPTIONS = {
@@ -76,8 +76,10 @@ def data_summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def metrics_rows(metrics: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
-    """One table row per output: label then the metrics in ``METRICS`` order."""
-    return [[lbl, *[m.get(k) for k in METRICS]] for lbl, m in metrics.items()]
+    """One table row per output: label then the metrics in ``metric_names`` order (``METRICS``,
+    then nll and coverage_95 for a model with an uncertainty)."""
+    names = metric_names(metrics)
+    return [[lbl, *[m.get(k) for k in names]] for lbl, m in metrics.items()]
 
 
 def cv_rows(cv_json: Mapping[str, Any]) -> list[list[Any]]:
@@ -128,7 +130,11 @@ def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str,
         parts.append('<p class="note">train_split was 1.0, so these rows were also used for training: these '
                      "are training metrics, not an estimate of accuracy on new inputs. Run "
                      "<code>rollfit evaluate --run RUN --cv 5</code> for cross-validated metrics.</p>")
-    parts.append(_table(["output", *METRICS], metrics_rows(evaluation.metrics)))
+    parts.append(_table(["output", *metric_names(evaluation.metrics)], metrics_rows(evaluation.metrics)))
+    if evaluation.y_std is not None:
+        parts.append("<p>nll: Gaussian negative log likelihood of the true values under the predicted mean and "
+                     "std (mean per row, lower is better); coverage_95: fraction of rows inside mean ± 1.96 std "
+                     "(near 0.95 when the uncertainty is honest).</p>")
     if cv_json:
         parts += [f"<h3>{int(cv_json.get('k', 0))}-fold cross-validation (mean ± std over folds)</h3>",
                   _table(["output", *[m for m in METRICS if m != "n"]], cv_rows(cv_json)),

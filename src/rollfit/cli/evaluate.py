@@ -1,7 +1,8 @@
 """``rollfit evaluate``: a run's accuracy in original units, honestly labelled.
 
-Scores the run's validation rows (its own split, rebuilt) or every row of another file,
-writes ``metrics.json`` into the run folder, and says plainly when the rows were also
+Scores the run's validation rows (its own split, rebuilt) or every row of another file
+(with ``nll`` and ``coverage_95`` for model kinds with an uncertainty), writes
+``metrics_<rows>.json`` into the run folder, and says plainly when the rows were also
 training rows (``train_split: 1.0``). ``--cv K`` retrains the run's config K times for
 cross-validated metrics (mean and spread), written to ``metrics_cv.json``.
 """
@@ -24,9 +25,10 @@ TRAINING_NOTE_CV = ("note: train_split was 1.0, so the rows above were also used
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "evaluate", "run", "activation", "hdf5", "outputs", "json",
-                help="accuracy of a trained run (RMSE, MAE, R^2, max error)", description=(
+                help="accuracy of a trained run (RMSE, MAE, R^2, max error; NLL and 95% coverage)", description=(
         "Metrics in original units per output on the run's validation rows (or on every row of the --hdf5 "
-        "files instead); "
+        "files instead); for a model with an uncertainty also the Gaussian negative log likelihood (nll) and "
+        "the fraction of rows inside the 95% interval (coverage_95); "
         "writes metrics_<rows>.json in the run folder (or --output). --cv K: K-fold cross-validation that "
         "retrains the run's config."))
     p.add_argument("--cv", type=integer(2, what="K", unit=" folds"), metavar="K",
@@ -40,12 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per output one line: rmse, mae, r2, max_abs_error, n (aligned columns)."""
-    from ..analysis.evaluate import METRICS
+    """Per output one line: rmse, mae, r2, max_abs_error, n, and for a model with an
+    uncertainty nll and coverage_95 (aligned columns)."""
+    from ..analysis.evaluate import metric_names
 
-    rows = [["output", *METRICS]]
+    names = metric_names(metrics)
+    rows = [["output", *names]]
     for lbl, m in metrics.items():
-        rows.append([lbl, *[str(m[k]) if k == "n" else f"{m[k]:.4g}" for k in METRICS]])
+        rows.append([lbl, *[str(m[k]) if k == "n" else f"{m[k]:.4g}" for k in names]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in rows)

@@ -11,6 +11,10 @@ is a symbol for the constraints, e.g. ``--constraint "gait_stride*gait_cadence=s
 --vary speed=0.8:1.4:13`` gives the cheapest gait at each speed. All points are optimized
 together as one batch; a CSV (one row per point) and a PNG along the first name are
 written. (``rollfit sweep-optimum`` is the old, deprecated name of this.)
+
+``--risk K`` (a model with an uncertainty: gp, robust_gp, ensemble) optimizes the risk-averse
+``target + K * std`` (``--maximize``: ``target - K * std``) instead of the mean alone, so the
+optimum avoids inputs where the model is unsure; the predicted std is printed with the outputs.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .args import (SEED, add_list, check_run, command, integer, parse_assignments, parse_number,
+from .args import (SEED, add_list, check_run, command, integer, number, parse_assignments, parse_number,
                    split_assignment)
 
 MAX_STARTS = 100_000
@@ -40,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Find the inputs of a trained run that minimize (--maximize: maximize) an output or a weighted sum of "
         "outputs, within the training range or given bounds, with inputs fixed and constraints such as "
         "'gait_stride*gait_cadence=1.2'. Many starts are optimized together; the best feasible one wins. "
+        "--risk K (a model with an uncertainty) optimizes the risk-averse mean + K*std instead. "
         "--vary traces the optimum along swept values and writes a CSV and a plot."))
     add_problem_arguments(p)
     add_vary_arguments(p)
@@ -58,6 +63,10 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, metavar="EXPR",
                    help="output label to optimize, or an expression over output labels, e.g. 'cot+0.1*effort'")
     p.add_argument("--maximize", action="store_true", help="maximize the target instead of minimizing it")
+    p.add_argument("--risk", type=number(0.0, what="a finite number"), default=0.0, metavar="K",
+                   help="risk aversion, for a model with an uncertainty (gp, robust_gp, ensemble): minimize "
+                        "target + K*std (maximize: target - K*std), e.g. 1.96 for the upper end of the 95%% "
+                        "interval (default: 0, the mean alone)")
     add_list(p, "--fix", default=[], metavar="NAME=VALUE",
              help="hold an input at a value; outside the training range is allowed, with a warning")
     add_list(p, "--bounds", default=[], metavar="NAME=LO:HI",
@@ -165,12 +174,26 @@ def format_result(res: Any) -> str:
     for lbl, v in res.inputs.items():
         rng = "fixed" if lbl in res.fixed else "[{:.6g}, {:.6g}]".format(*res.bounds[lbl])
         lines.append(f"{lbl:<{width}}  {v:>12.6g}  {rng}")
-    lines += ["", f"{'output':<{width}}  {'predicted':>12}"]
-    lines += [f"{lbl:<{width}}  {v:>12.6g}" for lbl, v in res.outputs.items()]
+    if res.output_std:
+        lines += ["", f"{'output':<{width}}  {'predicted':>12}  {'std':>12}"]
+        lines += [f"{lbl:<{width}}  {v:>12.6g}  {res.output_std[lbl]:>12.4g}" for lbl, v in res.outputs.items()]
+    else:
+        lines += ["", f"{'output':<{width}}  {'predicted':>12}"]
+        lines += [f"{lbl:<{width}}  {v:>12.6g}" for lbl, v in res.outputs.items()]
     if res.constraints:
         lines += ["", f"{'constraint':<{width}}  {'lhs - rhs':>12}"]
         lines += [f"{c:<{width}}  {v:>12.3g}" for c, v in res.constraints.items()]
-    lines += ["", f"objective ({res.target}): {res.objective:.6g}", f"feasible: {'yes' if res.feasible else 'no'}"]
+    lines += ["", f"objective ({res.target}): {res.objective:.6g}"]
+    if res.objective_std is not None:
+        from ..analysis.evaluate import Z95
+
+        sign = "-" if res.maximize else "+"
+        lines += [f"std of the objective: {res.objective_std:.4g}",
+                  f"risk-averse objective ({res.target} {sign} {res.risk:g}*std, the one optimized): "
+                  f"{res.risk_objective:.6g}" if res.risk else
+                  f"95% interval of the objective: [{res.objective - Z95 * res.objective_std:.6g}, "
+                  f"{res.objective + Z95 * res.objective_std:.6g}]"]
+    lines.append(f"feasible: {'yes' if res.feasible else 'no'}")
     if res.distance_to_nearest_training_point is None:
         lines.append(f"distance to nearest training point: unknown ({res.distance_note})")
     else:
@@ -213,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
 
     sur = Surrogate.load(args.run, args.activation)
     problem = dict(maximize=args.maximize, fix=fix, bounds=bounds, constraints=args.constraint, starts=args.starts,
-                   seed=args.seed, device=args.device, steps=args.steps)
+                   seed=args.seed, device=args.device, steps=args.steps, risk=args.risk)
     return run_path(args, sur, vary, problem) if vary else run_single(args, sur, problem)
 
 

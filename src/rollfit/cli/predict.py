@@ -4,7 +4,9 @@ Input CSV: a header row naming the columns; the run's input labels must be among
 other columns (``param_idx``, notes...) are passed through unchanged. Input HDF5: the
 successful rows of a rollout file, read as the run read its data (``param_idx`` and, for
 several files, ``file`` are passed through). Output CSV: the input columns, then one column
-per output label (``<label>_pred`` when the input already has a column of that name).
+per output label (``<label>_pred`` when the input already has a column of that name), then,
+for a model with an uncertainty, one ``<label>_std`` column per output (the standard
+deviation of a new observation: mean +- 1.96 std is a 95% interval).
 Pandas is not needed: the ``csv`` module and numpy do the work.
 """
 from __future__ import annotations
@@ -27,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "predict", "run", "activation", help="predict outputs for inputs in a CSV or rollout file",
                 description=(
         "Predict a trained run's outputs (original units) for the inputs in a CSV file (columns named by the "
-        "run's input labels; other columns are passed through) or a rollout HDF5 file; write a CSV. Inputs "
-        "must be finite; a column with values outside the training range gets one warning."))
+        "run's input labels; other columns are passed through) or a rollout HDF5 file; write a CSV. A model "
+        "with an uncertainty (gp, robust_gp, ensemble) adds a <label>_std column per output after the means. "
+        "Inputs must be finite; a column with values outside the training range gets one warning."))
     p.add_argument("--input", required=True, metavar="FILE", help="input CSV (UTF-8) or rollout HDF5 file")
     p.add_argument("--csv", required=True, metavar="FILE", help="output CSV to write (atomically)")
     rename(p, "--output", "--csv")
@@ -143,8 +146,18 @@ def output_columns(header: Sequence[str], out_lbl: Sequence[str]) -> list[str]:
     return [f"{lbl}_pred" if lbl in header else lbl for lbl in out_lbl]
 
 
+def std_columns(header: Sequence[str], out_lbl: Sequence[str]) -> list[str]:
+    """Uncertainty column names: ``<label>_std``, or ``<label>_pred_std`` where that name is taken
+    (by an input column or a prediction column)."""
+    taken = set(header) | set(output_columns(header, out_lbl))
+    return [f"{lbl}_pred_std" if f"{lbl}_std" in taken else f"{lbl}_std" for lbl in out_lbl]
+
+
 def format_number(value: Any) -> str:
-    """A float with enough digits to round-trip a float32 prediction exactly."""
+    """A float with enough digits to round-trip it exactly: 9 significant digits for a float32
+    (network predictions), the shortest exact form for a numpy float64 (GP predictions)."""
+    if type(value).__name__ == "float64":
+        return repr(float(value))
     return f"{float(value):.9g}"
 
 
@@ -176,8 +189,8 @@ def hdf5_input(surrogate, path: str | Path) -> tuple[list[str], list[list[str]],
 
 def predict_file(surrogate, input_path: str | Path, output_path: str | Path, csv_table=None) -> int:
     """Write the predictions for ``input_path`` (CSV or rollout HDF5) to ``output_path``; returns rows.
-    ``csv_table``: the CSV's (header, rows) when already read. Warns once per input column
-    outside the training range."""
+    A model with an uncertainty adds the ``std_columns`` after the means. ``csv_table``: the
+    CSV's (header, rows) when already read. Warns once per input column outside the training range."""
     import warnings
 
     from ..io import atomic_write_text
@@ -192,9 +205,15 @@ def predict_file(surrogate, input_path: str | Path, output_path: str | Path, csv
     if len(x):
         for w in range_warnings(x, surrogate.in_lbl, surrogate.bounds, surrogate.bounds_are_estimated):
             warnings.warn(w, stacklevel=2)
-    pred = surrogate.predict(x) if len(x) else []
-    rows = [list(c) + [format_number(v) for v in pred[i]] for i, c in enumerate(cells)]
-    atomic_write_text(output_path, csv_text(header + output_columns(header, surrogate.out_lbl), rows))
+    columns = header + output_columns(header, surrogate.out_lbl)
+    if surrogate.has_std:
+        columns += std_columns(header, surrogate.out_lbl)
+        pred, std = surrogate.predict(x, return_std=True) if len(x) else ([], [])
+        values = [list(pred[i]) + list(std[i]) for i in range(len(cells))]
+    else:
+        values = surrogate.predict(x) if len(x) else []
+    rows = [list(c) + [format_number(v) for v in values[i]] for i, c in enumerate(cells)]
+    atomic_write_text(output_path, csv_text(columns, rows))
     return len(rows)
 
 
@@ -214,5 +233,6 @@ def run(args: argparse.Namespace) -> int:
 
     s = Surrogate.load(args.run, activation=args.activation)
     n = predict_file(s, args.input, args.csv, table)
-    print(f"wrote {n} rows with predicted {', '.join(s.out_lbl)} to {args.csv}")
+    std = " and their standard deviations" if s.has_std else ""
+    print(f"wrote {n} rows with predicted {', '.join(s.out_lbl)}{std} to {args.csv}")
     return 0
