@@ -25,7 +25,7 @@ TRAINING_NOTE_CV = ("note: train_split was 1.0, so the rows above were also used
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "evaluate", "run", "activation", "hdf5", "outputs", "json",
-                help="accuracy of a trained run (RMSE, MAE, R^2, max error; NLL and 95% coverage)", description=(
+                help="accuracy of a trained run (RMSE, MAE, R^2, max error; NLL and 95%% coverage)", description=(
         "Metrics in original units per output on the run's validation rows (or on every row of the --hdf5 "
         "files instead); for a model with an uncertainty also the Gaussian negative log likelihood (nll) and "
         "the fraction of rows inside the 95% interval (coverage_95); "
