@@ -209,7 +209,8 @@ def _read_csv(path):
 def test_predict_writes_std_columns_after_the_means(std_run, tmp_path, capsys):
     x = np.random.default_rng(4).uniform(0.8, 1.2, (9, 2))
     src = tmp_path / "in.csv"
-    src.write_text("gait_cadence,gait_stride,note\n" + "".join(f"{float(a)!r},{float(b)!r},n{i}\n" for i, (a, b) in enumerate(x)))
+    lines = "".join(f"{float(a)!r},{float(b)!r},n{i}\n" for i, (a, b) in enumerate(x))
+    src.write_text("gait_cadence,gait_stride,note\n" + lines)
     out = tmp_path / "pred.csv"
     assert main(["predict", "--run", str(std_run), "--input", str(src), "--csv", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote 9 rows with predicted cot_ma15 and their standard deviations to {out}\n"
@@ -434,6 +435,73 @@ def test_optimize_cli_with_risk(std_run, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- the real kinds
-def _registered(name: str) -> bool:
+ENSEMBLE = ["model.kind=ensemble", "model.members=4", "model.layers=[16,16]", "trainer.max_epochs=200",
+            "trainer.save_period=100", "trainer.log_period=20", "trainer.progress=false", "trainer.report=false",
+            "data.train_split=0.8", "trainer.lr=0.01", "data.cache=false"]
+GP = ["model.kind=gp", "trainer.progress=false", "trainer.report=false", "data.train_split=0.8", "data.cache=false"]
+
+
+def _train_kind(kind, overrides, tmp_path_factory, demo_file):
+    from conftest import demo_config
+    from rollfit.pipeline.run import train
+
     kinds._load_builtin()
-    return name in kinds.KINDS
+    if kind not in kinds.KINDS:
+        pytest.skip(f"model kind '{kind}' is not registered in this checkout")
+    return train(demo_config(demo_file, overrides), tmp_path_factory.mktemp(kind) / "run").run_dir
+
+
+@pytest.fixture(scope="module", params=["ensemble", "gp"])
+def kind_run(request, tmp_path_factory, demo_file):
+    """A short real run of each kind with an uncertainty."""
+    overrides = {"ensemble": ENSEMBLE, "gp": GP}[request.param]
+    return _train_kind(request.param, overrides, tmp_path_factory, demo_file)
+
+
+def test_real_kind_predicts_evaluates_and_plots_with_std(kind_run, tmp_path):
+    s = Surrogate.load(kind_run)
+    assert s.has_std and s.kind in ("ensemble", "gp")
+    x = np.random.default_rng(5).uniform(0.8, 1.2, (6, 2))
+    mean, std = s.predict(x, return_std=True)
+    np.testing.assert_allclose(mean, s.predict(x), rtol=1e-6)
+    assert np.all(std > 0) and np.all(np.isfinite(std))
+    ev = evaluate_run(s)
+    want = uncertainty_metrics(ev.y_true, *s.predict(ev.inputs, return_std=True), s.out_lbl)
+    assert ev.metrics["cot_ma15"]["nll"] == pytest.approx(want["cot_ma15"]["nll"], rel=1e-9)
+    assert 0.5 <= ev.metrics["cot_ma15"]["coverage_95"] <= 1.0  # a 95% interval that means something
+    c = contour_data(s, IN, {"gait_cadence": 1.0, "gait_stride": 1.0}, n=5)
+    assert np.all(c["std"]["cot_ma15"] > 0)
+    out = tmp_path / "pred.csv"
+    src = tmp_path / "in.csv"
+    src.write_text("gait_cadence,gait_stride\n1.0,1.0\n")
+    assert main(["predict", "--run", str(kind_run), "--input", str(src), "--csv", str(out)]) == 0
+    header, rows = _read_csv(out)
+    assert header == ["gait_cadence", "gait_stride", "cot_ma15", "cot_ma15_std"]
+    assert float(rows[0][3]) == pytest.approx(float(s.predict(np.ones((1, 2)), return_std=True)[1][0, 0]), rel=1e-6)
+
+
+def test_real_kind_gradient_matches_finite_differences(kind_run):
+    s = Surrogate.load(kind_run)
+    s.model.double()
+    x = np.random.default_rng(6).uniform(0.85, 1.15, (4, 2))
+    h = 1e-6
+    fd = np.stack([(s.predict(x + h * e) - s.predict(x - h * e)) / (2 * h) for e in np.eye(2)], axis=2)
+    np.testing.assert_allclose(s.gradient(x), fd, rtol=1e-5, atol=1e-6)
+
+
+def test_real_kind_risk_averse_optimum(kind_run):
+    """The risk-averse optimum scores at least as well on mean + 2 std as the mean's optimum
+    does, and no better on the mean alone (it trades mean for certainty)."""
+    s = Surrogate.load(kind_run)
+    plain = s.optimize("cot_ma15", starts=16, steps=200, distances=False)
+    risky = s.optimize("cot_ma15", starts=16, steps=200, distances=False, risk=2.0)
+    assert plain.objective_std is not None and risky.risk == 2.0
+
+    def risk_value(res):
+        x = np.array([[res.inputs[k] for k in IN]])
+        mean, std = s.predict(x, return_std=True)
+        return float(mean[0, 0] + 2.0 * std[0, 0]), float(mean[0, 0])
+
+    assert risky.risk_objective == pytest.approx(risk_value(risky)[0], rel=1e-6)
+    assert risk_value(risky)[0] <= risk_value(plain)[0] + 1e-6 * abs(risk_value(plain)[0])
+    assert risk_value(plain)[1] <= risk_value(risky)[1] + 1e-6 * abs(risk_value(plain)[1])
