@@ -118,11 +118,12 @@ def _image(name: str, png: bytes) -> str:
 # ----------------------------------------------------------------------------- the page
 def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str, Any], evaluation: Evaluation,
                 images: Mapping[str, bytes], cv_json: Optional[Mapping[str, Any]] = None,
-                checkpoint: str = "", auto: Optional[Mapping[str, Any]] = None) -> str:
+                checkpoint: str = "", auto: Optional[Mapping[str, Any]] = None,
+                checkpoint_info: Sequence[str] = ()) -> str:
     """The whole page as a string (pure: no files read or written)."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>checkpoint <code>{html.escape(checkpoint)}</code>; written "
-             f"{_dt.datetime.now().isoformat(timespec='seconds')}</p>",
+             f"{_dt.datetime.now().isoformat(timespec='seconds')}</p>", *checkpoint_info,
              "<h2>Data</h2>", _table(["", "value"], data_summary_rows(summary)) if summary
              else "<p>The checkpoint records no data summary.</p>",
              "<h2>Metrics</h2>", f"<p>On {html.escape(evaluation.describe())}, in original units.</p>"]
@@ -158,6 +159,34 @@ def _read_cv(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def checkpoint_notes(s: Surrogate) -> list[str]:
+    """HTML paragraphs saying which checkpoint the report is of: best.ckpt (its epoch and
+    validation loss) or an ep_*.ckpt, and, for train_split 1.0, that "best" then only means
+    the lowest training error."""
+    from ..runs.folder import BEST_FILE, list_checkpoints
+
+    cfg, name = s.config, s.checkpoint.name if s.checkpoint is not None else ""
+    last = list_checkpoints(s.folder.root) if not s.folder.is_stray else []
+    trained = f" of a run trained to epoch {int(last[-1].stem[3:])}" if last else ""
+    if name == BEST_FILE and "best_epoch" in cfg:
+        what = (f"the weights of the lowest validation loss: epoch {int(cfg['best_epoch'])} (validation loss "
+                f"{_fmt(cfg.get('best_val'))}, MSE in training units){trained}; every command uses best.ckpt "
+                "when a run has one")
+    elif name == BEST_FILE:
+        what = "the fitted model"
+    elif name.startswith("ep_") and name[3:-5].isdigit():
+        what = f"the checkpoint of epoch {int(name[3:-5])}"
+    else:
+        what = "the checkpoint named"
+    notes = [f"<p>Model: <code>{html.escape(name)}</code>, {html.escape(what)}.</p>"]
+    split = cfg.get("split") or {}
+    if name == BEST_FILE and "best_epoch" in cfg and float(split.get("train_split", 0.0)) >= 1.0:
+        notes.append('<p class="note">data.train_split is 1.0: the validation rows are the training rows, so '
+                     "best.ckpt is the epoch of the lowest training error and cannot guard against overfitting; "
+                     "set data.train_split below 1 (e.g. 0.8) to choose the best epoch on held-out rows.</p>")
+    return notes
+
+
 def write_run_report(run: str | Path | Surrogate, table=None, pairs: Optional[Sequence[Sequence[str]]] = None,
                      slices: Optional[Sequence[str]] = None, hold: Optional[Mapping[str, float]] = None,
                      output: Optional[str | Path] = None) -> Path:
@@ -184,7 +213,7 @@ def write_run_report(run: str | Path | Surrogate, table=None, pairs: Optional[Se
         "files": list(table.files)}
     page = report_html(f"rollfit report: {folder.root.name}", s.config.get("run_config") or {}, summary,
                        evaluation, images, _read_cv(folder.metrics("cv")), checkpoint=str(s.checkpoint.name),
-                       auto=s.config.get("auto"))
+                       auto=s.config.get("auto"), checkpoint_info=checkpoint_notes(s))
     path = folder.report
     atomic_write_text(path, page)
     return path
