@@ -390,8 +390,11 @@ def draw_contour(data: Mapping[str, Any]):
         ax.set_ylim(data["y"][0], data["y"][-1])
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-        title = _held_text(data["held"]) or f"{lbl} over {a}, {b}"
-        ax.set_title(f"std of {lbl} (a new observation)\n{title}" if is_std else title, fontsize=9)
+        held = _held_text(data["held"])
+        if is_std:
+            ax.set_title(f"std of {lbl} (a new observation)" + (f"\n{held}" if held else ""), fontsize=9)
+        else:
+            ax.set_title(held or f"{lbl} over {a}, {b}", fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
     return fig
