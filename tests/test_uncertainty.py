@@ -390,6 +390,12 @@ def test_sweep_with_risk_has_std_columns():
     for row in sweep.rows:
         assert row["gait_cadence"] == pytest.approx(0.8, abs=1e-4)
         assert row["risk_objective"] == pytest.approx(row["objective"] + 2.0 * row["cot_std"], rel=1e-9)
+    line, = opt.sweep_plot_data(sweep, IN)["lines"]
+    assert line["objective_std"] == [r["objective_std"] for r in sweep.rows]
+    objective_axis = opt.plot_sweep(sweep, IN).axes[-1]
+    band = objective_axis.collections[0].get_paths()[0].vertices[:, 1]
+    low = min(r["objective"] - Z95 * r["objective_std"] for r in sweep.rows)
+    assert band.min() == pytest.approx(low, rel=1e-9)  # the 95% band of the objective
 
 
 @pytest.mark.parametrize("risk, message", [

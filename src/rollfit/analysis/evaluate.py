@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ from .surrogate import Surrogate
 
 METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
 UNCERTAINTY_METRICS = ("nll", "coverage_95")  # kinds with an uncertainty only
-Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: mean +- Z95 std is a 95% interval
+Z95 = NormalDist().inv_cdf(0.975)  # the standard normal's 97.5% quantile: mean +- Z95 std is a 95% interval
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -36,6 +36,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
@@ -70,6 +71,7 @@ FEAS_TOL = 1e-6  # allowed violation, in units of the constraint's spread over t
 EDGE_TOL = 1e-3  # an optimum this close (unit-box) to a search bound is "at the edge"
 FAR_FACTOR = 3.0  # distance > this x the median spacing of training points is "far"
 SINGLE_THREAD_ROWS = 16384  # CPU batches up to this many rows run on one thread (see _cpu_threads)
+Z95 = NormalDist().inv_cdf(0.975)  # mean +- Z95 std: a 95% interval (as in evaluate, not imported: no cycle)
 
 
 @dataclass
@@ -774,7 +776,8 @@ def write_sweep_csv(sweep: SweepResult, path: str | Path) -> Path:
 def sweep_plot_data(sweep: SweepResult, in_lbl: Sequence[str]) -> dict[str, Any]:
     """What the sweep plot draws: x values (the first swept name), and per panel (each
     optimized input, then the objective) one line per combination of the other swept names;
-    ``feasible`` marks the points that met the constraints."""
+    ``feasible`` marks the points that met the constraints; ``objective_std`` (a model with an
+    uncertainty, else absent) gives the objective's 95% band."""
     xname, others = sweep.vary[0], sweep.vary[1:]
     panels = [lbl for lbl in in_lbl if lbl not in sweep.vary] + ["objective"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -783,8 +786,11 @@ def sweep_plot_data(sweep: SweepResult, in_lbl: Sequence[str]) -> dict[str, Any]
     lines = []
     for key, rows in groups.items():
         label = ", ".join(f"{n}={v:.4g}" for n, v in zip(others, key))
-        lines.append({"label": label, "x": [r[xname] for r in rows], "feasible": [bool(r["feasible"]) for r in rows],
-                      **{p: [r[p] for r in rows] for p in panels}})
+        line = {"label": label, "x": [r[xname] for r in rows], "feasible": [bool(r["feasible"]) for r in rows],
+                **{p: [r[p] for r in rows] for p in panels}}
+        if all("objective_std" in r for r in rows):
+            line["objective_std"] = [r["objective_std"] for r in rows]
+        lines.append(line)
     return {"x": xname, "panels": panels, "lines": lines, "target": sweep.target}
 
 
@@ -802,7 +808,10 @@ def plot_sweep(sweep: SweepResult, in_lbl: Sequence[str]):
     for ax, panel in zip(axes[:, 0], data["panels"]):
         for line in data["lines"]:
             x, y, ok = np.asarray(line["x"]), np.asarray(line[panel], float), np.asarray(line["feasible"])
-            ax.plot(x, y, "o-", ms=3, label=line["label"] or None)
+            drawn = ax.plot(x, y, "o-", ms=3, label=line["label"] or None)
+            if panel == "objective" and "objective_std" in line:
+                band = Z95 * np.asarray(line["objective_std"], float)
+                ax.fill_between(x, y - band, y + band, color=drawn[0].get_color(), alpha=0.2, linewidth=0)
             if (~ok).any():
                 ax.plot(x[~ok], y[~ok], "x", color="red", ms=7, label="infeasible")
         ax.set_ylabel(f"{data['target']}\n(optimum)" if panel == "objective" else panel)

@@ -185,7 +185,7 @@ def format_result(res: Any) -> str:
         lines += [f"{c:<{width}}  {v:>12.3g}" for c, v in res.constraints.items()]
     lines += ["", f"objective ({res.target}): {res.objective:.6g}"]
     if res.objective_std is not None:
-        from ..analysis.evaluate import Z95
+        from ..analysis.optimize import Z95
 
         sign = "-" if res.maximize else "+"
         lines += [f"std of the objective: {res.objective_std:.4g}",
