@@ -159,6 +159,12 @@ class Surrogate:
 
         return sweep_optimum(self, target, vary, **kw)
 
+    def suggest(self, n: int, **kw: Any) -> Any:
+        """The next ``n`` points to simulate (see ``rollfit.analysis.suggest.suggest`` for the options)."""
+        from .suggest import suggest
+
+        return suggest(self, n, **kw)
+
     def __repr__(self) -> str:
         return f"Surrogate(in_lbl={self.in_lbl}, out_lbl={self.out_lbl}, checkpoint={self.checkpoint})"
 

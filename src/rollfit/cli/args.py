@@ -5,6 +5,7 @@ Every flag name means one thing in every command that has it:
 ``--run DIR``        an existing run folder (its newest checkpoint) or a checkpoint file, read
 ``--output DIR``     the folder a command writes into (``train``, ``demo`` and ``sweep`` create it;
                      ``evaluate``, ``plot`` and ``report`` write there instead of the run folder)
+                     (``suggest --output FILE`` alone names a file: the proposed points)
 ``--csv/--plot/--file FILE``  one file a command writes, named for what it holds
 ``--hdf5 PATH``      rollout files, folders or globs
 ``--config FILE``    a YAML config; ``KEY=VALUE`` arguments override it
