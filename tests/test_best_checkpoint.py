@@ -72,6 +72,13 @@ def test_best_ckpt_is_the_state_of_the_lowest_validation_loss(overfit_run):
     # the full checkpoint config (labels, bounds, run config...), so it loads like any checkpoint
     assert {k: v for k, v in best["config"].items() if k not in ("best_epoch", "best_val")} == same_epoch["config"]
     assert same_epoch["trainer_state"]["best"]["epoch"] == best_epoch
+    # the weights as trained, which --init-from fine-tunes from (normalized targets, as the epoch's)
+    assert best["net_convention"] == same_epoch["trainer_state"]["net_convention"] == "normalized"
+    assert _same_weights(best["net_state_dict"], same_epoch["trainer_state"]["net_state_dict"])
+    from rollfit.runs.checkpoint import training_model
+
+    tuned = training_model(best, overfit_run / "checkpoints" / "best.ckpt")
+    assert tuned.target_convention == "normalized" and _same_weights(tuned.state_dict(), best["net_state_dict"])
 
 
 def test_surrogate_load_prefers_best_ckpt(overfit_run):
@@ -257,3 +264,16 @@ def test_the_report_names_the_checkpoint_and_warns_when_validation_is_training(o
     last = " ".join(checkpoint_notes(Surrogate.load(list_checkpoints(run)[-1])))
     assert f"the checkpoint of epoch {EPOCHS - 1}" in last and "train_split" not in last
     json.dumps(notes)  # plain text, embeddable
+
+
+def test_malformed_best_weights_are_one_line_errors(overfit_run, tmp_path):
+    state = load_checkpoint(overfit_run / "checkpoints" / "best.ckpt")
+    for key, value, message in (("net_state_dict", {"w": "x"}, "net_state_dict: expected a dict of weight tensors, "
+                                                                "but got dict {'w': 'x'}"),
+                                ("net_convention", "both", "net_convention: expected 'normalized' or 'raw', but "
+                                                           "got str 'both'")):
+        path = tmp_path / f"{key}.ckpt"
+        torch.save({**state, key: value}, path)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert str(err.value) == f"{path}: {message}"

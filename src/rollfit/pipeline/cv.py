@@ -31,7 +31,8 @@ def _fold_job(job: dict[str, Any]) -> tuple[int, np.ndarray]:
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     result = train(validate(job["config"], source="run config"), job["out"], table=job["table"])
-    return job["fold"], Surrogate.load(result.last_checkpoint).predict(job["x_test"])
+    # the fold's run as every command loads it (best.ckpt when kept), so CV scores what users get
+    return job["fold"], Surrogate.load(result.run_dir).predict(job["x_test"])
 
 
 def _cores() -> int:

@@ -18,7 +18,9 @@ Which checkpoint a run folder means: for use (``load_model``, hence ``Surrogate.
 every command) a file named explicitly, else ``checkpoints/best.ckpt`` (the lowest validation
 loss; the only checkpoint of kinds fitted in one go), else the newest ``ep_*.ckpt``; a damaged
 one is skipped with a warning. ``--resume`` continues from the newest ``ep_*.ckpt`` (the
-training state), never from ``best.ckpt``, which holds weights and config only.
+training state), never from ``best.ckpt``, which holds the weights and config only (its
+``net_state_dict``/``net_convention``, beside ``model_state_dict``, are the weights as
+trained, which ``--init-from`` fine-tunes from, as ``trainer_state``'s are for an epoch).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Any, Optional
 import torch
 
 from ..config import ACTIVATIONS, read_yaml_file
-from ..ckpt_schema import validate_checkpoint
+from ..ckpt_schema import found, validate_checkpoint
 from ..errors import CheckpointError, ConfigError, DataFileNotFound, did_you_mean
 from ..io import atomic_write_bytes
 from ..model.kinds import kind_of, kind_spec, kinds_with
@@ -74,6 +76,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: expected a torch checkpoint, but it could not be read "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     validate_checkpoint(ckpt, p)
+    _check_best_weights(ckpt, p)
     missing = [k for k in ("model_state_dict", "config") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{p}: expected a checkpoint dict with {', '.join(missing)}, but they are missing")
@@ -81,6 +84,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if absent:
         raise CheckpointError(f"{p}: config: expected keys {', '.join(absent)}, but they are missing")
     return ckpt
+
+
+def _check_best_weights(ckpt: Any, path: Path) -> None:
+    """best.ckpt's training weights (top-level ``net_state_dict``, ``net_convention``), when present."""
+    if not isinstance(ckpt, dict):
+        return
+    net = ckpt.get("net_state_dict", {})
+    if not isinstance(net, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in net.items()):
+        raise CheckpointError(f"{path}: net_state_dict: expected a dict of weight tensors, but got {found(net)}")
+    convention = ckpt.get("net_convention", "normalized")
+    if convention not in ("normalized", "raw"):
+        raise CheckpointError(f"{path}: net_convention: expected 'normalized' or 'raw', but got {found(convention)}")
 
 
 def run_yaml_path(ckpt_path: str | Path) -> Path:
@@ -276,12 +291,21 @@ def load_model(run_or_ckpt: str | Path | RunFolder, activation: Optional[str] = 
     return model.eval(), cfg, path
 
 
-def training_weights(state: dict[str, Any]) -> dict[str, Any]:
-    """The weights training goes on from: ``trainer_state.net_state_dict`` where a checkpoint
-    has it (its ``model_state_dict`` holds the weights folded into original units), else
-    ``model_state_dict`` (in-memory snapshots, checkpoints of rollfit 0.1 and the original's)."""
+def _net_part(state: dict[str, Any]) -> dict[str, Any]:
+    """Where a checkpoint keeps its weights as trained: ``trainer_state`` (an epoch's), the
+    top level (best.ckpt's), or nowhere ({})."""
     ts = state.get("trainer_state")
-    return ts["net_state_dict"] if isinstance(ts, dict) and "net_state_dict" in ts else state["model_state_dict"]
+    if isinstance(ts, dict) and "net_state_dict" in ts:
+        return ts
+    return state if "net_state_dict" in state else {}
+
+
+def training_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights training goes on from: ``net_state_dict`` where a checkpoint has it (in
+    ``trainer_state``, or at the top level of best.ckpt; its ``model_state_dict`` holds the
+    weights folded into original units), else ``model_state_dict`` (in-memory snapshots,
+    checkpoints of rollfit 0.1 and the original's)."""
+    return _net_part(state).get("net_state_dict", state["model_state_dict"])
 
 
 def training_model(ckpt: dict[str, Any], path: str | Path, activation: Optional[str] = None,
@@ -290,9 +314,9 @@ def training_model(ckpt: dict[str, Any], path: str | Path, activation: Optional[
     (resume and fine-tuning continue from these, bit for bit). ``cfg``: the checkpoint's
     ``model_config`` when the caller has it already."""
     cfg = cfg if cfg is not None else model_config(ckpt, path, activation)
-    ts = ckpt.get("trainer_state")
-    if isinstance(ts, dict) and "net_state_dict" in ts:
-        cfg = {**cfg, "target_convention": str(ts.get("net_convention", "normalized"))}
+    net = _net_part(ckpt)
+    if net:
+        cfg = {**cfg, "target_convention": str(net.get("net_convention", "normalized"))}
     model = build_model(cfg)
     load_weights(model, training_weights(ckpt), path)
     return model

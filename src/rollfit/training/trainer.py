@@ -373,9 +373,10 @@ class Trainer:
     def best_state_dict(self) -> dict[str, Any]:
         """best.ckpt's dict: the checkpoint format of ``state_dict`` for the best epoch's weights
         (``epoch``, ``model_state_dict`` in original units, the full ``config``, which also
-        records ``best_epoch`` and ``best_val``). The optimizer state and RNGs of that epoch are
-        not kept (copying them each improving epoch would cost more than the epoch), so
-        ``--resume`` uses the newest ep_*.ckpt; ``--init-from`` takes best.ckpt's weights."""
+        records ``best_epoch`` and ``best_val``) and the weights as trained (top-level
+        ``net_state_dict``/``net_convention``, what ``--init-from`` fine-tunes from). The
+        optimizer state and RNGs of that epoch are not kept (copying them each improving epoch
+        would cost more than the epoch), so ``--resume`` uses the newest ep_*.ckpt."""
         best = self.best
         if best.weights is None:
             raise TrainingError("best.ckpt: expected the best epoch's weights (trainer.keep_best), but none are kept")
@@ -391,7 +392,9 @@ class Trainer:
                     v.copy_(current[k])
         config = {**args, "target_convention": "raw", **self.meta, "resolved": self.resolved(),
                   "best_epoch": best.epoch, "best_val": best.val}
-        return {"epoch": best.epoch, "model_state_dict": units, "config": config}
+        return {"epoch": best.epoch, "model_state_dict": units, "config": config,
+                "net_state_dict": {k: v.clone() for k, v in best.weights.items()},
+                "net_convention": self.model.target_convention}
 
     def _checkpoint_due(self, epoch: int, last: int) -> bool:
         """At ``save_period``, at the last epoch, or ``checkpoint_every_minutes`` after the last save."""
