@@ -107,7 +107,10 @@ def _check_config(c: _Checker, cfg: dict) -> None:
     w = "config."
     n_in = c.need(cfg, "input_dim", _dim, f"an integer from 1 to {MAX_WIDTH}", w)
     n_out = c.need(cfg, "output_dim", _dim, f"an integer from 1 to {MAX_WIDTH}", w)
-    c.need(cfg, "layers", _widths, f"a non-empty list of integer widths from 1 to {MAX_WIDTH}", w)
+    if cfg.get("kind") in ("gp", "robust_gp"):  # kernel models: no layers (layers=[] in their config)
+        c.need(cfg, "layers", lambda v: v == [], "[] (a Gaussian process has no layers)", w)
+    else:
+        c.need(cfg, "layers", _widths, f"a non-empty list of integer widths from 1 to {MAX_WIDTH}", w)
     c.need(cfg, "residual", lambda v: isinstance(v, bool), "true or false", w)
     for key, n in (("input_mean", n_in), ("input_std", n_in), ("target_mean", n_out), ("target_std", n_out)):
         c.need(cfg, key, _vector(n), f"{n} finite numbers", w)

@@ -74,7 +74,7 @@ def register_kind(spec: KindSpec) -> KindSpec:
     return spec
 
 
-BUILTIN_MODULES = ("network", "ensemble")  # modules of this package that register the built-in kinds
+BUILTIN_MODULES = ("network", "ensemble", "gp")  # modules of this package that register the built-in kinds
 
 
 def _load_builtin() -> None:

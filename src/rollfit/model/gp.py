@@ -1,0 +1,482 @@
+"""Gaussian-process kinds ``gp`` and ``robust_gp``: exact GPs through BoTorch/GPyTorch.
+
+``gp``: one BoTorch ``SingleTaskGP`` per output (independent GPs; a ``ModelListGP`` when there
+are several) with a Matern-5/2 kernel with one length scale per input (ARD) times an output
+scale, inputs scaled to the unit cube by a ``Normalize`` input transform (bounds = training
+min/max), outputs standardized by ``Standardize``, a learned homoskedastic noise, float64.
+``robust_gp``: BoTorch's ``RobustRelevancePursuitSingleTaskGP`` with the same kernel and
+transforms; relevance pursuit gives a few training rows (gross outliers) their own extra
+noise, so they stop pulling the mean. The flagged rows are kept (``outlier_support``).
+
+All GP algebra (Cholesky, posterior, marginal likelihood, fitting) is GPyTorch's and
+BoTorch's. ``fit_gp`` maximizes the marginal likelihood with ``fit_gpytorch_mll`` from
+several initial hyperparameters and keeps the best (see ``GPSettings`` for why).
+
+The module keeps its training rows and the fitted hyperparameters in its ``state_dict``;
+``build_from_config(cfg)`` + ``load_state_dict(strict=True)`` rebuild the fitted model
+exactly (``load_state_dict`` first rebuilds the BoTorch models on the stored rows).
+``export_module()`` gives the posterior mean as a plain torch module (a kernel sum over the
+stored rows with GPyTorch's own prediction cache as weights) for the ONNX, pt2 and C exports.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+from .kinds import KindSpec, as_input, register_kind
+
+DTYPE = torch.float64
+KINDS = ("gp", "robust_gp")
+
+
+@dataclass(frozen=True)
+class GPSettings:
+    """How a GP's hyperparameters are fitted (chosen on the accuracy benchmark as a whole).
+
+    BoTorch's defaults (priors pulling length scales long, a noise floor of 1e-4 in
+    standardized units) were 2-5x less accurate than scikit-learn's maximum-likelihood GP
+    with restarts on smooth, clean problems. Here the noise may go down to ``noise_floor``
+    (a noise-free function needs it), the length scales keep a weak log-normal prior only,
+    and the marginal likelihood is maximized from ``restarts`` starting points (the first
+    at moderate values, the rest drawn log-uniformly), keeping the best.
+    """
+
+    restarts: int = 5
+    noise_floor: float = 1e-6        # lower bound of the noise variance (standardized units)
+    lengthscale_range: tuple[float, float] = (0.05, 5.0)  # where restarts draw length scales (unit cube)
+    maxiter: int = 500               # L-BFGS-B iterations per start
+    seed: int = 0
+    # robust_gp: the outlier fractions relevance pursuit compares (BoTorch's default list
+    # runs up to 100% of the rows, which costs minutes; gross outliers are a few percent)
+    outlier_fractions: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
+
+
+DEFAULT_SETTINGS = GPSettings()
+
+
+# ----------------------------------------------------------------------------- BoTorch models
+def exact():
+    """GPyTorch settings for exact algebra at every size: Cholesky solves (GPyTorch switches
+    to iterative CG/Lanczos approximations above 800 rows by default)."""
+    import gpytorch
+
+    return gpytorch.settings.max_cholesky_size(1 << 30)
+
+
+def _bounds(x: Tensor) -> Tensor:
+    """(2, D) training min/max for ``Normalize``; a constant column gets a unit-wide box."""
+    lo, hi = x.min(dim=0).values, x.max(dim=0).values
+    hi = torch.where(hi > lo, hi, lo + 1.0)
+    return torch.stack([lo, hi])
+
+
+def _log_positive(lower: float, initial: float):
+    """A constraint ``lower + exp(raw)``: the optimizer works on log scales, as for length
+    scales and variances that span orders of magnitude it should."""
+    from gpytorch.constraints import GreaterThan
+
+    return GreaterThan(lower, transform=torch.exp, inv_transform=torch.log, initial_value=initial)
+
+
+def _kernel(d: int, settings: GPSettings):
+    """Matern-5/2 with one length scale per input, times an output scale."""
+    from gpytorch.kernels import MaternKernel, ScaleKernel
+
+    base = MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_constraint=_log_positive(1e-4, 0.5))
+    return ScaleKernel(base, outputscale_constraint=_log_positive(1e-6, 1.0))
+
+
+def _likelihood(settings: GPSettings):
+    from gpytorch.likelihoods import GaussianLikelihood
+
+    return GaussianLikelihood(noise_constraint=_log_positive(settings.noise_floor, 1e-2))
+
+
+def make_gp(x: Tensor, y: Tensor, robust: bool = False, support: Sequence[int] = (),
+            settings: GPSettings = DEFAULT_SETTINGS):
+    """An unfitted BoTorch GP for one output: ``x`` (N, D), ``y`` (N, 1), raw units, float64.
+
+    ``robust``: a ``RobustRelevancePursuitSingleTaskGP`` whose outlier support starts as
+    ``support`` (row indices; a fitted model's support, to rebuild it for loading).
+    """
+    from botorch.exceptions.warnings import InputDataWarning
+    from botorch.models import SingleTaskGP
+    from botorch.models.robust_relevance_pursuit_model import RobustRelevancePursuitSingleTaskGP
+    from botorch.models.transforms.input import Normalize
+    from botorch.models.transforms.outcome import Standardize
+
+    d = x.shape[-1]
+    cls = RobustRelevancePursuitSingleTaskGP if robust else SingleTaskGP
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputDataWarning)
+        model = cls(x, y, likelihood=_likelihood(settings), covar_module=_kernel(d, settings),
+                    input_transform=Normalize(d, bounds=_bounds(x)), outcome_transform=Standardize(m=1))
+    if robust and support:
+        model.likelihood.noise_covar.expand_support(list(support))
+    return model.to(x)
+
+
+def _mll_value(mll) -> float:
+    """The marginal log likelihood (per row, priors included) of a model in training mode."""
+    model = mll.model
+    model.train()
+    with torch.no_grad(), exact():
+        out = model(*model.train_inputs)
+        return float(mll(out, model.train_targets).sum())
+
+
+def _initialize(model, rng: torch.Generator, settings: GPSettings) -> None:
+    """Random starting hyperparameters for a restart: length scales log-uniform in
+    ``lengthscale_range``, output scale near 1, noise log-uniform in [noise_floor*10, 0.1]."""
+    lo, hi = (math.log(v) for v in settings.lengthscale_range)
+    base = model.covar_module.base_kernel
+    ls = torch.exp(lo + (hi - lo) * torch.rand(base.lengthscale.shape, generator=rng, dtype=DTYPE))
+    noise_lo, noise_hi = math.log(settings.noise_floor * 10), math.log(0.1)
+    noise = math.exp(noise_lo + (noise_hi - noise_lo) * float(torch.rand((), generator=rng, dtype=DTYPE)))
+    outputscale = math.exp(float(torch.empty((), dtype=DTYPE).uniform_(-1.0, 1.0, generator=rng)))
+    base.lengthscale = ls.to(base.lengthscale)
+    model.covar_module.outputscale = outputscale
+    noise_module = model.likelihood.noise_covar
+    target = noise_module.base_noise if hasattr(noise_module, "base_noise") else noise_module
+    target.noise = torch.full_like(target.noise, noise)
+
+
+# upper limits of the hyperparameters (standardized outputs, unit-cube inputs): beyond them the
+# fit only drifts towards a polynomial limit with an ill-conditioned kernel matrix
+UPPER = {"raw_lengthscale": 1e4, "raw_outputscale": 1e4, "raw_noise": 10.0}
+
+
+def _raw_bounds(mll) -> dict[str, tuple[float, float]]:
+    """L-BFGS-B bounds on the log-scale raw hyperparameters (``_log_positive``): value <= UPPER."""
+    return {name: (-40.0, math.log(UPPER[name.rsplit(".", 1)[-1]]))
+            for name, _ in mll.named_parameters() if name.rsplit(".", 1)[-1] in UPPER}
+
+
+def _quiet_scipy(mll, **kwargs):
+    """BoTorch's L-BFGS-B fit, its warnings (an early line-search stop, the iteration limit)
+    silenced: BoTorch would treat them as a failed attempt and refit from the same start,
+    several times; the restarts and the likelihood comparison take care of poor optima."""
+    from botorch.optim.fit import fit_gpytorch_mll_scipy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_gpytorch_mll_scipy(mll, **kwargs)
+
+
+def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> float:
+    """Maximize the marginal likelihood of ``model`` from ``settings.restarts`` starts with
+    BoTorch's ``fit_gpytorch_mll``; keeps the best start. Returns its MLL per row.
+
+    A start whose optimization fails (a non-PSD matrix, an optimizer error) is skipped; when
+    all fail, the error of the last one is raised.
+    """
+    import copy
+
+    from botorch.exceptions.errors import ModelFittingError
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    robust = hasattr(model, "custom_fit")
+    rng = torch.Generator().manual_seed(settings.seed * 1000 + output)
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    initial = copy.deepcopy(model.state_dict())
+    best, best_state, error = -math.inf, None, None
+    for start in range(1 if robust else max(1, settings.restarts)):
+        model.train()
+        model.load_state_dict(initial)
+        if start > 0:
+            _initialize(model, rng, settings)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kwargs: dict[str, Any] = {"optimizer": _quiet_scipy, "optimizer_kwargs": {
+                    "options": {"maxiter": settings.maxiter}, "bounds": _raw_bounds(mll)}}
+                if robust:
+                    kwargs["fractions_of_outliers"] = list(settings.outlier_fractions)
+                else:  # restarts are ours: one attempt per start
+                    kwargs["max_attempts"] = 1
+                with exact():
+                    fit_gpytorch_mll(mll, **kwargs)
+            value = _mll_value(mll)
+        except (ModelFittingError, RuntimeError, ValueError) as exc:  # linear_operator's NotPSDError is a RuntimeError
+            error = exc
+            continue
+        if math.isfinite(value) and value > best:
+            best, best_state = value, _snapshot(model)
+    if best_state is None:
+        raise error if error is not None else RuntimeError("fit_gp: no start gave a finite likelihood")
+    _restore(model, best_state)
+    model.eval()
+    return best
+
+
+def _snapshot(model) -> tuple[list[int], dict[str, Tensor]]:
+    """(outlier support, state) of a fitted model; a robust model's rho in its sparse form."""
+    import copy
+
+    noise = model.likelihood.noise_covar
+    support: list[int] = []
+    if hasattr(noise, "support"):
+        noise.to_sparse()
+        support = list(noise.support)
+    return support, copy.deepcopy(model.state_dict())
+
+
+def _restore(model, snap: tuple[list[int], dict[str, Tensor]]) -> None:
+    """Put a snapshot back (the robust support first, so the shapes agree)."""
+    support, state = snap
+    noise = model.likelihood.noise_covar
+    if hasattr(noise, "support"):
+        noise.remove_support()
+        noise._is_sparse = True
+        if support:
+            noise.expand_support(support)
+    model.train()  # drops GPyTorch's prediction caches of the previous state
+    model.load_state_dict(state)
+    model.eval()
+
+
+def support_of(model) -> list[int]:
+    """The training rows a robust GP gives their own noise (empty for a plain GP)."""
+    noise = model.likelihood.noise_covar
+    return sorted(int(i) for i in getattr(noise, "support", []))
+
+
+# ----------------------------------------------------------------------------- the kind's module
+CHUNK = 2048  # test rows per posterior call: the cross-covariance is CHUNK x training rows
+
+
+class GPSurrogate(nn.Module):
+    """A fitted exact GP per output behind the ``Predictor`` face (``model.kinds``).
+
+    ``train_x`` (N, D) and ``train_y`` (N, K) are the training rows in raw units; ``gps``
+    holds one BoTorch model per output (``make_gp``), unfitted until ``fit`` runs or a
+    fitted state is loaded. ``outlier_support``: per output, the rows a fitted ``robust_gp``
+    gave their own noise (in the order BoTorch keeps them). ``input_mean``/``input_std``/
+    ``target_mean``/``target_std`` are the training statistics (rollfit's usual buffers).
+    """
+
+    def __init__(self, train_x: Tensor, train_y: Tensor, robust: bool = False,
+                 outlier_support: Optional[Sequence[Sequence[int]]] = None, activation: str = "gelu",
+                 input_mean: Optional[Tensor] = None, input_std: Optional[Tensor] = None,
+                 target_mean: Optional[Tensor] = None, target_std: Optional[Tensor] = None,
+                 settings: GPSettings = DEFAULT_SETTINGS):
+        super().__init__()
+        x, y = torch.as_tensor(train_x, dtype=DTYPE), torch.as_tensor(train_y, dtype=DTYPE)
+        if y.ndim == 1:
+            y = y[:, None]
+        self.kind = KINDS[1] if robust else KINDS[0]
+        self.robust, self.activation, self.settings = bool(robust), str(activation), settings
+        self.input_dim, self.output_dim = int(x.shape[1]), int(y.shape[1])
+        self.outlier_support = [list(map(int, s)) for s in (outlier_support or [[] for _ in range(self.output_dim)])]
+        self.register_buffer("train_x", x.clone())
+        self.register_buffer("train_y", y.clone())
+        self.register_buffer("input_mean", _stat(input_mean, x.mean(0)))
+        self.register_buffer("input_std", _stat(input_std, _spread(x)))
+        self.register_buffer("target_mean", _stat(target_mean, y.mean(0)))
+        self.register_buffer("target_std", _stat(target_std, _spread(y)))
+        self.gps = nn.ModuleList(self._make_models())
+
+    def _make_models(self) -> list:
+        """One BoTorch model per output on the stored rows (robust ones with their support)."""
+        return [make_gp(self.train_x, self.train_y[:, j:j + 1], self.robust, self.outlier_support[j], self.settings)
+                for j in range(self.output_dim)]
+
+    # ---- fitting and state
+    def fit(self) -> list[float]:
+        """Fit every output's GP (``fit_gp``); the marginal log likelihood per row of each."""
+        values = []
+        for j, gp in enumerate(self.gps):
+            values.append(fit_gp(gp, self.settings, output=j))
+            self.outlier_support[j] = list(getattr(gp.likelihood.noise_covar, "support", []))
+        return values
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False):
+        """Load a fitted state: the stored rows first, the BoTorch models rebuilt on them (so
+        their transforms and training data are the fitted ones), then every tensor."""
+        x, y = state_dict.get("train_x"), state_dict.get("train_y")
+        if x is not None and y is not None and x.shape == self.train_x.shape and y.shape == self.train_y.shape:
+            with torch.no_grad():
+                self.train_x.copy_(x)
+                self.train_y.copy_(y)
+            self.gps = nn.ModuleList(self._make_models()).to(self.train_x)
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.eval()
+        return result
+
+    def constructor_args(self) -> dict:
+        """Plain-typed arguments that rebuild this module's shape (stored in checkpoints); the
+        fitted numbers come with the state_dict."""
+        return {"kind": self.kind, "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "n_train": int(self.train_x.shape[0]), "layers": [], "residual": False,
+                "activation": self.activation, "target_convention": "raw",
+                "outlier_support": [list(s) for s in self.outlier_support],
+                **{k: getattr(self, k).detach().cpu().tolist()
+                   for k in ("input_mean", "input_std", "target_mean", "target_std")}}
+
+    # ---- predictions
+    def _x(self, x: Tensor) -> Tensor:
+        return torch.as_tensor(x, device=self.train_x.device).to(self.train_x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Posterior mean (N, K) in original units for raw inputs (N, D), differentiable in x."""
+        import gpytorch
+
+        x = self._x(x)
+        with exact(), gpytorch.settings.skip_posterior_variances(True):
+            parts = [torch.cat([gp.posterior(c).mean for gp in self.gps], dim=-1) for c in x.split(CHUNK)]
+        return torch.cat(parts) if parts else x.new_zeros((0, self.output_dim))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Raw inputs -> posterior mean in original units, without gradients."""
+        return self.forward(as_input(self, x))
+
+    def predict_std(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) in original units, differentiable; std is that of a new observation at x
+        (the GP's uncertainty plus its learned noise; a robust GP's plain noise, not the
+        extra noise of its flagged rows)."""
+        x = self._x(x)
+        means, stds = [], []
+        with exact():
+            for c in x.split(CHUNK):
+                mu, var = zip(*(self._mean_var(gp, c) for gp in self.gps))
+                means.append(torch.cat(mu, dim=-1))
+                stds.append(torch.cat(var, dim=-1).clamp_min(0.0).sqrt())
+        if not means:
+            return (x.new_zeros((0, self.output_dim)),) * 2
+        return torch.cat(means), torch.cat(stds)
+
+    def _mean_var(self, gp, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of a new observation for one output's GP."""
+        if not self.robust:
+            post = gp.posterior(x, observation_noise=True)
+            return post.mean, post.variance
+        post = gp.posterior(x)  # the robust likelihood's rho belongs to training rows only
+        noise = gp.likelihood.noise_covar.base_noise.noise * gp.outcome_transform.stdvs.square()
+        return post.mean, post.variance + noise
+
+    def botorch_model(self):
+        """The fitted BoTorch model in raw input space: the ``SingleTaskGP`` (or robust one)
+        for one output, a ``ModelListGP`` of them for several. Above 800 training rows use it
+        under ``exact()`` (GPyTorch's default switches to approximate solves there)."""
+        from botorch.models import ModelListGP
+
+        return self.gps[0] if self.output_dim == 1 else ModelListGP(*self.gps)
+
+    def outliers(self) -> list[tuple[int, int]]:
+        """(training row, output index) of every row a robust GP flagged, sorted."""
+        return sorted((int(i), j) for j, s in enumerate(self.outlier_support) for i in s)
+
+    def export_module(self) -> "GPMean":
+        """The posterior mean as a plain torch module (no GPyTorch inside), for the exports."""
+        return GPMean.of(self)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, rows={self.train_x.shape[0]}, input_dim={self.input_dim}, output_dim={self.output_dim}"
+
+
+def _spread(v: Tensor) -> Tensor:
+    """Column std (biased), 1 for a constant column (as ``data.datamodule.normalization_stats``)."""
+    s = v.std(0, unbiased=False) if len(v) > 1 else torch.ones(v.shape[1], dtype=v.dtype)
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
+def _stat(value: Optional[Tensor | Sequence[float]], default: Tensor) -> Tensor:
+    return (default if value is None else torch.as_tensor(value, dtype=DTYPE).reshape(-1)).clone().to(DTYPE)
+
+
+# ----------------------------------------------------------------------------- the exported mean
+SQRT5 = math.sqrt(5.0)
+
+
+class GPMean(nn.Module):
+    """``mean_k(x) = bias_k + sum_i alpha_ki m52(|(x - offset_k) * scale_k - rows_ki|)``, plain torch.
+
+    The posterior mean of a fitted ``GPSurrogate`` written as a kernel sum, for ONNX, pt2 and C:
+    ``m52(r) = (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r)`` (Matern-5/2); ``offset``/``scale`` put the
+    inputs in each output's length-scale units (the ``Normalize`` transform divided by the
+    length scales), ``rows`` are the training inputs so scaled, ``alpha`` is GPyTorch's own
+    prediction cache (K + noise)^-1 (y - mean) times the output scale and the target std, and
+    ``bias`` the constant mean in original units. Shapes: offset, scale (K, D); rows (K, N, D);
+    alpha (K, N); bias (K,).
+    """
+
+    def __init__(self, offset: Tensor, scale: Tensor, rows: Tensor, alpha: Tensor, bias: Tensor):
+        super().__init__()
+        self.input_dim, self.output_dim = int(offset.shape[1]), int(offset.shape[0])
+        for name, value in (("offset", offset), ("scale", scale), ("rows", rows), ("alpha", alpha), ("bias", bias)):
+            self.register_buffer(name, value.detach().clone())
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, model: GPSurrogate) -> "GPMean":
+        """The kernel sum of ``model``'s fitted GPs (prediction caches computed if needed)."""
+        model.eval()
+        model.forward(model.train_x[:1])  # fills each GP's prediction cache
+        parts = [_terms(gp, model.train_x) for gp in model.gps]
+        return cls(*(torch.stack(p) for p in zip(*parts)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = (x[None, :, :] - self.offset[:, None, :]) * self.scale[:, None, :]           # (K, B, D)
+        d2 = (z[:, :, None, :] - self.rows[:, None, :, :]).square().sum(-1)               # (K, B, N)
+        r = d2.clamp_min(1e-30).sqrt()
+        k = (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)
+        return (k * self.alpha[:, None, :]).sum(-1).transpose(0, 1) + self.bias
+
+
+def _terms(gp, train_x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(offset, scale, rows, alpha, bias) of one fitted output's GP."""
+    tf, out = gp.input_transform, gp.outcome_transform
+    ls = gp.covar_module.base_kernel.lengthscale.reshape(-1)
+    offset = tf.offset.reshape(-1)
+    scale = 1.0 / (tf.coefficient.reshape(-1) * ls)
+    ystd, ymean = out.stdvs.reshape(()), out.means.reshape(())
+    cache = gp.prediction_strategy.mean_cache.reshape(-1)
+    alpha = cache * gp.covar_module.outputscale.reshape(()) * ystd
+    bias = gp.mean_module.constant.reshape(()) * ystd + ymean
+    return offset, scale, (train_x - offset) * scale, alpha, bias
+
+
+# ----------------------------------------------------------------------------- registration
+def build_from_config(cfg: dict[str, Any]) -> GPSurrogate:
+    """A ``GPSurrogate`` of the checkpoint's shape (placeholder rows; ``load_state_dict``
+    puts the fitted rows and hyperparameters in)."""
+    n, d, k = _check_shape(cfg)
+    return GPSurrogate(torch.zeros(n, d, dtype=DTYPE), torch.zeros(n, k, dtype=DTYPE),
+                       robust=str(cfg.get("kind")) == KINDS[1], outlier_support=cfg.get("outlier_support"),
+                       activation=str(cfg.get("activation", "gelu")),
+                       input_mean=cfg.get("input_mean"), input_std=cfg.get("input_std"),
+                       target_mean=cfg.get("target_mean"), target_std=cfg.get("target_std"))
+
+
+MAX_ROWS_STORED = 1 << 20  # no GP checkpoint holds more rows (a crafted n_train must not allocate terabytes)
+
+
+def _check_shape(cfg: dict[str, Any]) -> tuple[int, int, int]:
+    """(rows, inputs, outputs) of a GP checkpoint's config, checked: one-line errors for bad values."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    n, d, k = cfg.get("n_train"), cfg.get("input_dim"), cfg.get("output_dim")
+    if not (is_int(n) and 1 <= n <= MAX_ROWS_STORED):
+        raise CheckpointError(f"config.n_train: expected the GP's training row count (1 to {MAX_ROWS_STORED}), "
+                              f"but got {n!r}")
+    support = cfg.get("outlier_support", [[] for _ in range(int(k))])
+    if not (isinstance(support, list) and len(support) == k and all(
+            isinstance(s, list) and len(set(s)) == len(s) and all(is_int(i) and 0 <= i < n for i in s) for s in support)):
+        raise CheckpointError(f"config.outlier_support: expected {k} list(s) of distinct row indices below {n}, "
+                              f"but got {str(support)[:60]}")
+    return int(n), int(d), int(k)
+
+
+register_kind(KindSpec("gp", build_from_config, has_std=True, resumable=False, exports=("onnx", "pt2", "c"),
+                       summary="exact Gaussian process (BoTorch), Matern-5/2 ARD; mean and std"))
+register_kind(KindSpec("robust_gp", build_from_config, has_std=True, resumable=False, exports=("onnx", "pt2", "c"),
+                       summary="Gaussian process that finds and down-weights gross outliers (BoTorch relevance pursuit)"))
