@@ -55,6 +55,9 @@ class GPSettings:
     # robust_gp: the outlier fractions relevance pursuit compares (BoTorch's default list
     # runs up to 100% of the rows, which costs minutes; gross outliers are a few percent)
     outlier_fractions: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
+    pursuit: str = "forward"         # robust_gp: relevance pursuit adding outliers (forward) or removing them
+    prior: str = "none"              # length-scale prior: "none" (maximum likelihood) or "dim_scaled" (BoTorch's)
+    robust_prior: str = "dim_scaled"
 
 
 DEFAULT_SETTINGS = GPSettings()
@@ -84,11 +87,15 @@ def _log_positive(lower: float, initial: float):
     return GreaterThan(lower, transform=torch.exp, inv_transform=torch.log, initial_value=initial)
 
 
-def _kernel(d: int, settings: GPSettings):
+def _kernel(d: int, prior_name: str):
     """Matern-5/2 with one length scale per input, times an output scale."""
     from gpytorch.kernels import MaternKernel, ScaleKernel
 
-    base = MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_constraint=_log_positive(1e-4, 0.5))
+    from gpytorch.priors import LogNormalPrior
+
+    prior = LogNormalPrior(math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3)) if prior_name == "dim_scaled" else None
+    base = MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_prior=prior,
+                        lengthscale_constraint=_log_positive(1e-4, 0.5 if prior is None else float(prior.mode)))
     return ScaleKernel(base, outputscale_constraint=_log_positive(1e-6, 1.0))
 
 
@@ -115,7 +122,7 @@ def make_gp(x: Tensor, y: Tensor, robust: bool = False, support: Sequence[int] =
     cls = RobustRelevancePursuitSingleTaskGP if robust else SingleTaskGP
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputDataWarning)
-        model = cls(x, y, likelihood=_likelihood(settings), covar_module=_kernel(d, settings),
+        model = cls(x, y, likelihood=_likelihood(settings), covar_module=_kernel(d, settings.robust_prior if robust else settings.prior),
                     input_transform=Normalize(d, bounds=_bounds(x)), outcome_transform=Standardize(m=1))
     if robust and support:
         model.likelihood.noise_covar.expand_support(list(support))
@@ -198,7 +205,11 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
                 kwargs: dict[str, Any] = {"optimizer": _quiet_scipy, "optimizer_kwargs": {
                     "options": {"maxiter": settings.maxiter}, "bounds": _raw_bounds(mll)}}
                 if robust:
+                    from botorch.models import relevance_pursuit as rp
+
                     kwargs["fractions_of_outliers"] = list(settings.outlier_fractions)
+                    kwargs["relevance_pursuit_optimizer"] = (rp.forward_relevance_pursuit if settings.pursuit == "forward"
+                                                             else rp.backward_relevance_pursuit)
                 else:  # restarts are ours: one attempt per start
                     kwargs["max_attempts"] = 1
                 with exact():

@@ -1,0 +1,248 @@
+"""The Gaussian-process kinds (gp, robust_gp): fit, std, save/load, outliers, row limit, export, CLI.
+
+Known truths: sin on [0, 1] (noise-free), a 2-D surface with noise std 0.1 (coverage of the
+95% interval of a new observation), planted gross outliers (robust_gp must flag them).
+Fits use one or two starts (``FAST``) to keep each test short.
+"""
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rollfit.errors import CheckpointError, ConfigError
+from rollfit.model import gp as G
+from rollfit.model.kinds import kind_spec, kinds_exporting, kinds_with
+
+FAST = dataclasses.replace(G.DEFAULT_SETTINGS, restarts=2, maxiter=200)
+DT = torch.float64
+
+
+def _sin_data(n=25):
+    x = torch.linspace(0.0, 1.0, n, dtype=DT)[:, None]
+    return x, torch.sin(6.0 * x)
+
+
+def _surface(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.sin(3.0 * x[:, 0]) + x[:, 1] ** 2, x[:, 0] * x[:, 1]], dim=-1)
+
+
+def _noisy_2d(n=80, seed=0, noise=0.1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g, dtype=DT) * 2.0 - 1.0
+    return x, _surface(x) + noise * torch.randn(n, 2, generator=g, dtype=DT)
+
+
+@pytest.fixture(scope="module")
+def sin_gp():
+    x, y = _sin_data()
+    model = G.GPSurrogate(x, y, settings=FAST)
+    model.fit()
+    return model
+
+
+@pytest.fixture(scope="module")
+def two_output_gp():
+    x, y = _noisy_2d()
+    model = G.GPSurrogate(x, y, settings=FAST)
+    model.fit()
+    return model
+
+
+def test_kinds_are_registered_with_std_and_exports():
+    assert {"gp", "robust_gp"} <= set(kinds_with("has_std"))
+    assert "gp" not in kinds_with("resumable") and "robust_gp" not in kinds_with("resumable")
+    for fmt in ("onnx", "pt2", "c"):
+        assert {"gp", "robust_gp"} <= set(kinds_exporting(fmt))
+
+
+def test_fits_a_noise_free_function_accurately(sin_gp):
+    xt = torch.linspace(0.0, 1.0, 201, dtype=DT)[:, None]
+    err = (sin_gp.predict(xt) - torch.sin(6.0 * xt)).abs().max()
+    assert err < 2e-3, err
+    assert sin_gp.kind == "gp" and sin_gp.input_dim == 1 and sin_gp.output_dim == 1
+
+
+def test_std_grows_away_from_the_data(sin_gp):
+    _, std = sin_gp.predict_std(torch.tensor([[0.5], [1.5], [-1.0]], dtype=DT))
+    near, far, farther = std[:, 0].tolist()
+    assert far > 20 * near and farther > far
+
+
+def test_interval_coverage_of_new_observations_is_sane(two_output_gp):
+    g = torch.Generator().manual_seed(5)
+    xt = torch.rand(1000, 2, generator=g, dtype=DT) * 2.0 - 1.0
+    y_new = _surface(xt) + 0.1 * torch.randn(1000, 2, generator=g, dtype=DT)
+    mean, std = two_output_gp.predict_std(xt)
+    covered = ((y_new - mean).abs() <= 1.96 * std).double().mean(0)
+    assert ((covered > 0.88) & (covered < 0.995)).all(), covered
+    rmse = (mean - _surface(xt)).square().mean(0).sqrt()
+    assert (rmse < 0.1).all(), rmse  # the noise std is 0.1
+
+
+def test_forward_is_differentiable_and_matches_finite_differences(two_output_gp):
+    x = torch.tensor([[0.2, -0.3], [-0.6, 0.5]], dtype=DT, requires_grad=True)
+    two_output_gp(x)[:, 0].sum().backward()
+    h = 1e-6
+    fd = torch.stack([(two_output_gp.predict(x.detach() + h * e) - two_output_gp.predict(x.detach() - h * e))[:, 0] / (2 * h)
+                      for e in torch.eye(2, dtype=DT)], dim=-1)
+    torch.testing.assert_close(x.grad, fd, rtol=1e-5, atol=1e-6)
+    mean, std = two_output_gp.predict_std(x)
+    assert std.requires_grad and mean.requires_grad  # optimize's mean + k*std runs autograd through both
+
+
+def test_predict_std_mean_equals_forward_and_float32_inputs_work(two_output_gp):
+    x = torch.tensor([[0.1, 0.2], [0.9, -0.9]], dtype=torch.float32)
+    mean, _ = two_output_gp.predict_std(x)
+    torch.testing.assert_close(mean, two_output_gp.predict(x))
+    assert two_output_gp.predict(x).dtype == DT
+
+
+def _reload(model):
+    """The model as ``runs.checkpoint`` rebuilds it: kind's build(config) + strict load."""
+    buf = io.BytesIO()
+    torch.save({"config": model.constructor_args(), "state": model.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    rebuilt = kind_spec(saved["config"]["kind"]).build(saved["config"])
+    rebuilt.load_state_dict(saved["state"], strict=True)
+    return rebuilt
+
+
+def test_save_load_round_trip_gives_equal_predictions(two_output_gp):
+    again = _reload(two_output_gp)
+    x = torch.rand(50, 2, dtype=DT) * 3.0 - 1.5
+    torch.testing.assert_close(again.predict(x), two_output_gp.predict(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(again.predict_std(x)[1], two_output_gp.predict_std(x)[1], rtol=0, atol=1e-12)
+    cfg = two_output_gp.constructor_args()
+    assert cfg["layers"] == [] and cfg["residual"] is False and cfg["target_convention"] == "raw"
+    assert cfg["n_train"] == 80 and len(cfg["input_mean"]) == 2 and len(cfg["target_std"]) == 2
+
+
+def test_multi_output_is_one_independent_gp_per_output(two_output_gp):
+    from botorch.models import ModelListGP
+
+    model = two_output_gp.botorch_model()
+    assert isinstance(model, ModelListGP) and len(model.models) == 2
+    x = torch.tensor([[0.3, 0.4]], dtype=DT)
+    post = model.posterior(x)
+    torch.testing.assert_close(post.mean, two_output_gp.predict(x))
+    # the first output alone, fitted by itself, predicts the same (independent GPs)
+    x_train, y_train = two_output_gp.train_x, two_output_gp.train_y
+    alone = G.GPSurrogate(x_train, y_train[:, :1], settings=FAST)
+    alone.fit()
+    torch.testing.assert_close(alone.predict(x)[:, 0], two_output_gp.predict(x)[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_export_module_equals_forward_without_gpytorch(two_output_gp, sin_gp):
+    for model, d in ((two_output_gp, 2), (sin_gp, 1)):
+        mean = model.export_module()
+        assert not any("gpytorch" in type(m).__module__ or "botorch" in type(m).__module__ for m in mean.modules())
+        x = torch.rand(64, d, dtype=DT) * 2.5 - 1.25
+        torch.testing.assert_close(mean(x), model.predict(x), rtol=1e-7, atol=1e-8)
+        torch.testing.assert_close(mean(model.train_x[:3]), model.predict(model.train_x[:3]), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_robust_gp_flags_planted_outliers():
+    x, y = _noisy_2d(n=50, seed=3, noise=0.05)
+    y = y[:, :1].clone()
+    planted = [7, 23, 41]
+    y[planted] += 4.0
+    robust = G.GPSurrogate(x, y, robust=True, settings=FAST)
+    robust.fit()
+    flagged = {row for row, _ in robust.outliers()}
+    assert set(planted) <= flagged and len(flagged) <= 6, flagged
+    plain = G.GPSurrogate(x, y, settings=FAST)
+    plain.fit()
+    xt = torch.rand(400, 2, dtype=DT) * 2.0 - 1.0
+    truth = _surface(xt)[:, :1]
+    rmse = lambda m: float((m.predict(xt) - truth).square().mean().sqrt())  # noqa: E731
+    assert rmse(robust) < 0.5 * rmse(plain)
+    again = _reload(robust)  # the outlier support comes back with the checkpoint
+    assert again.outliers() == robust.outliers()
+    torch.testing.assert_close(again.predict_std(xt)[1], robust.predict_std(xt)[1], rtol=0, atol=1e-10)
+
+
+def test_row_limit_error_names_the_key_and_the_ensemble_kind():
+    from rollfit.training.gp_fit import check_rows
+
+    check_rows("gp", 10, 10)
+    with pytest.raises(ConfigError) as err:
+        check_rows("robust_gp", 11, 10)
+    assert str(err.value) == ("model.gp_max_rows: expected at most 10 training rows for model.kind 'robust_gp' "
+                              "(an exact GP needs rows^2 memory and rows^3 time), but got 11; use "
+                              "model.kind=ensemble, or raise model.gp_max_rows")
+
+
+def test_a_crafted_row_count_is_refused_before_allocating():
+    cfg = {"kind": "gp", "input_dim": 2, "output_dim": 1, "n_train": 1 << 40}
+    with pytest.raises(CheckpointError, match=r"^config.n_train: expected the GP's training row count"):
+        G.build_from_config(cfg)
+    with pytest.raises(CheckpointError, match=r"^config.outlier_support: expected 1 list"):
+        G.build_from_config({**cfg, "n_train": 5, "outlier_support": [[9]]})
+
+
+# ----------------------------------------------------------------------------- end to end
+CLI = ["model.kind=gp", "trainer.progress=false", "trainer.report=false", "data.train_split=0.8", "data.cache=false"]
+
+
+@pytest.fixture
+def fast_fits(monkeypatch):
+    monkeypatch.setattr(G, "DEFAULT_SETTINGS", dataclasses.replace(FAST, restarts=1))
+
+
+def _config_file(tmp_path, demo_file):
+    path = tmp_path / "gp.yaml"
+    path.write_text(f"data:\n  hdf5_path: {demo_file}\n  in_lbl: [gait_stride, gait_cadence]\n  out_lbl: [cot_ma15]\n")
+    return path
+
+
+def test_cli_train_gp_end_to_end(tmp_path, demo_file, fast_fits):
+    from rollfit.analysis.surrogate import Surrogate
+    from rollfit.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(_config_file(tmp_path, demo_file)), "--output", str(out), *CLI]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt"]
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    cfg = ckpt["config"]
+    assert cfg["kind"] == "gp" and cfg["outliers"] == [] and cfg["activation"] == "gelu" and cfg["layers"] == []
+    assert cfg["in_lbl"] == ["gait_stride", "gait_cadence"] and cfg["n_train"] == cfg["data_summary"]["train_rows"]
+    log = next(p for p in (out / "logs").iterdir() if not p.name.endswith("_hparams.json"))
+    rows = json.loads(log.read_text())
+    assert len(rows) == 1 and rows[0]["step"] == 0 and {"loss/train", "loss/val", "rmse/cot_ma15"} <= set(rows[0])
+    s = Surrogate.load(out)
+    mean, std = s.predict(np.array([[1.05, 0.95], [0.8, 1.2]]), return_std=True)
+    assert mean.shape == std.shape == (2, 1) and (std > 0).all()
+    assert abs(mean[0, 0] - 55.0) < 1.5  # the demo bowl's minimum (noise std 1, ~240 rows)
+
+
+def test_cli_row_limit_is_a_one_line_error_and_leaves_no_run(tmp_path, demo_file, capsys):
+    from rollfit.cli.main import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(_config_file(tmp_path, demo_file)), "--output", str(out), *CLI,
+                 "model.gp_max_rows=10"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "model.gp_max_rows: expected at most 10 training rows for model.kind 'gp'" in err and "ensemble" in err
+    assert not out.exists()
+
+
+def test_an_interrupted_fit_leaves_no_checkpoint(tmp_path, demo_file, monkeypatch):
+    from rollfit.pipeline.run import train
+    from rollfit.config import load_config
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(G.GPSurrogate, "fit", interrupted)
+    cfg = load_config(_config_file(tmp_path, demo_file), CLI)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert not ckpts.exists() or not any(ckpts.iterdir())
+
