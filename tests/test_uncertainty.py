@@ -392,7 +392,9 @@ def test_sweep_with_risk_has_std_columns():
         assert row["risk_objective"] == pytest.approx(row["objective"] + 2.0 * row["cot_std"], rel=1e-9)
     line, = opt.sweep_plot_data(sweep, IN)["lines"]
     assert line["objective_std"] == [r["objective_std"] for r in sweep.rows]
-    objective_axis = opt.plot_sweep(sweep, IN).axes[-1]
+    fig = opt.plot_sweep(sweep, IN)
+    assert fig.axes[0].get_title() == "risk-averse optimum (+2 std) of cot along gait_stride, 95% band shaded"
+    objective_axis = fig.axes[-1]
     band = objective_axis.collections[0].get_paths()[0].vertices[:, 1]
     low = min(r["objective"] - Z95 * r["objective_std"] for r in sweep.rows)
     assert band.min() == pytest.approx(low, rel=1e-9)  # the 95% band of the objective
@@ -457,16 +459,19 @@ def _train_kind(kind, overrides, tmp_path_factory, demo_file):
     return train(demo_config(demo_file, overrides), tmp_path_factory.mktemp(kind) / "run").run_dir
 
 
-@pytest.fixture(scope="module", params=["ensemble", "gp"])
+ROBUST_GP = ["model.kind=robust_gp", *GP[1:]]
+
+
+@pytest.fixture(scope="module", params=["ensemble", "gp", pytest.param("robust_gp", marks=pytest.mark.slow)])
 def kind_run(request, tmp_path_factory, demo_file):
-    """A short real run of each kind with an uncertainty."""
-    overrides = {"ensemble": ENSEMBLE, "gp": GP}[request.param]
+    """A short real run of each kind with an uncertainty (robust_gp's relevance pursuit takes minutes)."""
+    overrides = {"ensemble": ENSEMBLE, "gp": GP, "robust_gp": ROBUST_GP}[request.param]
     return _train_kind(request.param, overrides, tmp_path_factory, demo_file)
 
 
 def test_real_kind_predicts_evaluates_and_plots_with_std(kind_run, tmp_path):
     s = Surrogate.load(kind_run)
-    assert s.has_std and s.kind in ("ensemble", "gp")
+    assert s.has_std and s.kind in ("ensemble", "gp", "robust_gp")
     x = np.random.default_rng(5).uniform(0.8, 1.2, (6, 2))
     mean, std = s.predict(x, return_std=True)
     np.testing.assert_allclose(mean, s.predict(x), rtol=1e-6)

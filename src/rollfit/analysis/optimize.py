@@ -791,7 +791,9 @@ def sweep_plot_data(sweep: SweepResult, in_lbl: Sequence[str]) -> dict[str, Any]
         if all("objective_std" in r for r in rows):
             line["objective_std"] = [r["objective_std"] for r in rows]
         lines.append(line)
-    return {"x": xname, "panels": panels, "lines": lines, "target": sweep.target}
+    risk = sweep.results[0].risk if sweep.results else 0.0
+    return {"x": xname, "panels": panels, "lines": lines, "target": sweep.target, "risk": risk,
+            "maximize": bool(sweep.results and sweep.results[0].maximize)}
 
 
 def plot_sweep(sweep: SweepResult, in_lbl: Sequence[str]):
@@ -819,7 +821,10 @@ def plot_sweep(sweep: SweepResult, in_lbl: Sequence[str]):
     if any(line["label"] for line in data["lines"]) or any(not all(line["feasible"]) for line in data["lines"]):
         axes[0, 0].legend(fontsize=7)
     axes[-1, 0].set_xlabel(data["x"])
-    axes[0, 0].set_title(f"optimum of {data['target']} along {data['x']}")
+    risk = data.get("risk") or 0.0
+    what = f"risk-averse optimum ({'-' if data.get('maximize') else '+'}{risk:g} std) of" if risk else "optimum of"
+    band = ", 95% band shaded" if any("objective_std" in line for line in data["lines"]) else ""
+    axes[0, 0].set_title(f"{what} {data['target']} along {data['x']}{band}")
     fig.tight_layout()
     return fig
 
