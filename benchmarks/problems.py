@@ -134,30 +134,35 @@ def diabetes_problem(test_fraction: float = 0.25, seed: int = 0) -> Problem:
                    f"scikit-learn diabetes, {len(tr)} training rows, {len(te)} test rows, 10 inputs, real data")
 
 
-def rollout_truth(x: np.ndarray) -> np.ndarray:
-    """The noise-free cost of ``synthetic.campaign_rows``: the demo bowl plus a tilt in the other 11 inputs."""
-    return true_cot(x[:, 0], x[:, 1]) + 5.0 * (x[:, 2:] - 1.0).sum(axis=1)
+def rollout_truth(x: np.ndarray, tilt: float = 5.0) -> np.ndarray:
+    """The noise-free cost of ``synthetic.campaign_rows``: the demo's bowl over (stride, cadence)
+    plus ``tilt`` (the generator's 5) times the sum of the other 11 inputs' offsets from 1."""
+    return true_cot(x[:, 0], x[:, 1]) + tilt * (x[:, 2:] - 1.0).sum(axis=1)
 
 
-def rollout_problem(n: int = 170, test_rows: int = TEST_ROWS, seed: int = 0,
-                    outliers: float = OUTLIER_FRACTION) -> Problem:
+def rollout_problem(n: int = 170, test_rows: int = TEST_ROWS, seed: int = 0, outliers: float = OUTLIER_FRACTION,
+                    tilt: float = 5.0, name: str = "rollout") -> Problem:
     """A noisy 13-input rollout surface from ``synthetic.campaign_rows`` with gross outliers.
 
-    ``n`` rows, noise std 1, a fraction ``outliers`` of rows (at least one) shifted up by
-    15..25 (a failed simulation marked successful). Test rows: uniform in the campaign's box.
+    ``n`` rows with the generator's inputs and noise (std 1); ``tilt`` 5 is the generator's
+    surface (every input matters), 0 keeps only the bowl (11 inputs that do not matter, as in
+    the demo). A fraction ``outliers`` of rows (at least one) is shifted up by 15..25 (a failed
+    simulation marked successful). Test rows: uniform in the campaign's box.
     """
     x, y, _ = campaign_rows(n, 13, seed=seed)
-    x, y = _as_stored(x), np.asarray(y, dtype=np.float64)  # y: rollout_truth(x) + the generator's noise
+    x = _as_stored(x)
+    y = np.asarray(y, np.float64) - rollout_truth(x) + rollout_truth(x, tilt)  # the generator's noise, kept
     rng = np.random.default_rng(10_000 + seed)
     bad = rng.choice(n, size=max(1, int(round(outliers * n))), replace=False)
     y[bad] += rng.uniform(15.0, 25.0, len(bad))
     xt = _as_stored(rng.uniform(0.7, 1.3, (test_rows, 13)))
-    yt = rollout_truth(xt)
+    yt = rollout_truth(xt, tilt)
     from rollfit.data.synthetic import DEFAULT_13_NAMES
 
-    return Problem(f"rollout_{n}", list(DEFAULT_13_NAMES), x, y, xt, yt, yt + rng.normal(0.0, NOISE_STD, test_rows),
-                   f"noisy rollout surface, {n} rows, 13 inputs, noise std {NOISE_STD:g}, {len(bad)} gross outliers "
-                   f"(+15..25); scored against the noise-free surface on {test_rows} uniform points")
+    what = "every input matters" if tilt else "only stride and cadence matter"
+    return Problem(f"{name}_{n}", list(DEFAULT_13_NAMES), x, y, xt, yt, yt + rng.normal(0.0, NOISE_STD, test_rows),
+                   f"noisy rollout surface ({what}), {n} rows, 13 inputs, noise std {NOISE_STD:g}, {len(bad)} gross "
+                   f"outliers (+15..25); scored against the noise-free surface on {test_rows} uniform points")
 
 
 # name -> builder; the benchmark's problems in table order
@@ -170,6 +175,7 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
     "branin_500": lambda: function_problem("branin", 500),
     "diabetes": diabetes_problem,
     "rollout_170": lambda: rollout_problem(170),
+    "bowl_170": lambda: rollout_problem(170, tilt=0.0, name="bowl"),
 }
 
 # tiny versions for a smoke test (--quick)
@@ -179,6 +185,7 @@ QUICK: dict[str, Callable[[], Problem]] = {
     "branin_100": lambda: function_problem("branin", 20, test_rows=200),
     "diabetes": diabetes_problem,
     "rollout_170": lambda: rollout_problem(40, test_rows=200),
+    "bowl_170": lambda: rollout_problem(40, test_rows=200, tilt=0.0, name="bowl"),
 }
 
 

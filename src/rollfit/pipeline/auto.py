@@ -48,7 +48,7 @@ from .fitting import FitContext, make_fitter
 
 GP_KINDS = ("gp", "robust_gp")
 NETWORK_KINDS = ("mlp", "ensemble")
-AUTO_PATIENCE = 1000   # early-stopping patience (epochs) of network candidates in the folds, when the config sets none
+AUTO_PATIENCE = 500   # early-stopping patience (epochs) of network candidates in the folds, when the config sets none
 CV_FOLDER = "auto_cv"  # temporary folder of the fold fits, inside the run folder
 CV_FILE = "auto_cv"    # the table: RunFolder.metrics(CV_FILE) = metrics_auto_cv.json
 
