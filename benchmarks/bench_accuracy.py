@@ -279,6 +279,23 @@ def load_results(path: Path, fresh: bool) -> dict[str, Any]:
     return {"cells": {}}
 
 
+def merge(results: dict[str, Any], other: dict[str, Any]) -> None:
+    """Take ``other``'s cells (and problem descriptions) into ``results``; ``other`` wins a cell both have."""
+    for name, cells in other.get("cells", {}).items():
+        results["cells"].setdefault(name, {}).update(cells)
+    results.setdefault("problems", {}).update(other.get("problems", {}))
+
+
+def paste_into_readme(table: str, readme: Path = REPO / "README.md") -> None:
+    """Replace what README.md holds between ``<!-- accuracy:start -->`` and ``<!-- accuracy:end -->``."""
+    from rollfit.io import atomic_write_text
+
+    text = readme.read_text()
+    start, end = "<!-- accuracy:start -->\n", "<!-- accuracy:end -->"
+    i, j = text.index(start) + len(start), text.index(end)
+    atomic_write_text(readme, text[:i] + table + text[j:])
+
+
 def save_results(results: dict[str, Any], out: Path) -> None:
     """``accuracy.json`` and ``accuracy.md``, each written atomically."""
     from rollfit.io import atomic_write_json, atomic_write_text
@@ -299,6 +316,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="folder of accuracy.json/.md (default benchmarks/results; --quick: a temporary folder)")
     p.add_argument("--fresh", action="store_true", help="start a new results file instead of updating it")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="fold the cells of another run's results folder into --output's (runs split over processes)")
+    p.add_argument("--readme", action="store_true",
+                   help="paste accuracy.md into README.md's accuracy block (the table README quotes)")
     p.add_argument("--table-only", action="store_true",
                    help="rewrite accuracy.md from accuracy.json (after a change of the table's layout); run nothing")
     p.add_argument("--override", action="append", default=[],
@@ -325,8 +346,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     command = "python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = args.output or (Path(tempfile.mkdtemp(prefix="rollfit-acc-")) if args.quick else RESULTS)
     results = load_results(out / "accuracy.json", args.fresh)
-    if args.table_only:
+    for other in args.merge:
+        merge(results, json.loads((other / "accuracy.json").read_text()))
+    if args.table_only or args.merge or args.readme:
         save_results(results, out)
+        if args.readme:
+            paste_into_readme((out / "accuracy.md").read_text())
         print(markdown(results))
         return 0
     results["machine"] = machine()

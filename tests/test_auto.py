@@ -154,3 +154,22 @@ def test_auto_picks_robust_gp_when_gross_outliers_are_planted(tmp_path):
     run = train(config(data, "gp, robust_gp"), tmp_path / "run").run_dir
     choice = json.loads(RunFolder(run).metrics(auto.CV_FILE).read_text())
     assert choice["chosen"] == "robust_gp", choice["table"]
+
+
+def test_an_interrupted_auto_run_resumes_its_chosen_kind_with_the_chosen_budget(tmp_path):
+    from rollfit.analysis.surrogate import Surrogate
+    from rollfit.pipeline.run import resume
+
+    data = rollout_file(tmp_path / "d.h5", n=30)
+    cfg = config(data, "mlp", "trainer.max_epochs=60", "trainer.save_period=10")
+    run = train(cfg, tmp_path / "run").run_dir
+    done = Surrogate.load(run).config["auto"]
+    budget = done["max_epochs"]
+    ckpts = sorted((run / "checkpoints").glob("ep_*.ckpt"))
+    for late in ckpts[2:]:  # as if killed after its second checkpoint
+        late.unlink()
+    result = resume(run)
+    assert result.resumed_from == ckpts[1]
+    assert result.last_checkpoint.name == f"ep_{budget - 1:06d}.ckpt"
+    again = Surrogate.load(result.last_checkpoint).config
+    assert again["auto"] == done and kind_of(again) == "mlp"
