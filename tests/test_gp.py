@@ -246,3 +246,30 @@ def test_an_interrupted_fit_leaves_no_checkpoint(tmp_path, demo_file, monkeypatc
     ckpts = tmp_path / "run" / "checkpoints"
     assert not ckpts.exists() or not any(ckpts.iterdir())
 
+
+
+def test_c_header_of_the_gp_mean_compiles_and_matches_forward(two_output_gp, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from rollfit.export import c_gp
+    from rollfit.export.c_header import compile_driver, run_driver
+    from rollfit.export.c_safety import audit_header, check_definitions
+    from rollfit.export.common import ExportInfo
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    info = ExportInfo(name="gpm", in_lbl=["a", 'b "quoted"'], out_lbl=["y1", "y2"], lo=np.array([-1.0, -1.0]),
+                      hi=np.array([1.0, 1.0]), bounds_estimated=False, layers=[], residual=False, activation="gelu",
+                      target_convention="raw", checkpoint=Path("best.ckpt"), checkpoint_sha256="0" * 64,
+                      original_pipeline=False, kind="gp")
+    text = c_gp.render_gp(two_output_gp, info)
+    assert text == c_gp.render_gp(two_output_gp.export_module(), info)
+    audit_header(text, "gpm")
+    header = tmp_path / "gpm.h"
+    header.write_text(text)
+    check_definitions(cc, header, c_gp.own_functions("gpm"), c_gp.own_arrays("gpm"))
+    x = (torch.rand(40, 2, dtype=DT) * 2.4 - 1.2).float().double()
+    y = run_driver(compile_driver(header, info, tmp_path, cc), x.numpy())
+    np.testing.assert_allclose(y, two_output_gp.predict(x).numpy(), rtol=2e-6, atol=2e-6)
