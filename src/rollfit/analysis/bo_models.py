@@ -3,7 +3,8 @@
 Each kind with an uncertainty has one adapter in ``ADAPTERS`` (no branch per kind elsewhere):
 
 - ``gp``, ``robust_gp``: the kind's own fitted BoTorch model (``botorch_model()``), in raw
-  input space, used as it is;
+  input space, used as it is (``can_fantasize`` says whether it can be conditioned on new
+  points, which integrated-variance acquisition needs);
 - ``ensemble``: ``MembersEnsemble``, a ``botorch.models.ensemble.EnsembleModel`` whose
   posterior is the members' predictions (``members_forward``), so Monte-Carlo acquisition
   functions sample by picking members.
@@ -76,7 +77,17 @@ def botorch_model(module: nn.Module) -> Model:
     return adapter(module)
 
 
+def is_ensemble(model: Model) -> bool:
+    """True for the ensemble adapter (its posterior is sampled by picking members)."""
+    return isinstance(model, EnsembleModel)
+
+
 def can_fantasize(model: Model) -> bool:
-    """True for models whose posterior can be conditioned on new points (GPs), which
-    integrated-variance acquisition needs; an ensemble's members cannot be."""
-    return not isinstance(model, EnsembleModel)
+    """True when the model's posterior can be conditioned on new points (an exact GP), which
+    integrated-variance acquisition needs. An ensemble cannot be; BoTorch's robust
+    relevance-pursuit GP cannot be copied for it (its likelihood holds non-leaf tensors, and
+    the failed copy leaves the model without its likelihood, so it is not tried)."""
+    from botorch.models.robust_relevance_pursuit_model import RobustRelevancePursuitMixin
+
+    parts = list(getattr(model, "models", [model]))  # a ModelListGP: every output's model
+    return not any(is_ensemble(m) or isinstance(m, RobustRelevancePursuitMixin) for m in parts)

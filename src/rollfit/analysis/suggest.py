@@ -6,9 +6,10 @@ most (``explore``) or that most likely improves on the best outcome so far
 
 - ``explore``: BoTorch's ``qNegIntegratedPosteriorVariance``, the model's posterior variance
   integrated over Sobol points of the feasible input region after conditioning on the whole
-  batch, so the points spread out instead of piling up where the model is least sure. An
-  ensemble cannot be conditioned on new points; it uses ``qPosteriorStandardDeviation``
-  (the largest member disagreement in the batch, per member sample) instead. With several
+  batch, so the points spread out instead of piling up where the model is least sure. A
+  model that cannot be conditioned on new points (an ensemble; BoTorch's robust GP) uses
+  ``qPosteriorStandardDeviation`` (the batch's largest deviation from the posterior mean,
+  averaged over posterior samples) instead. With several
   outputs, each output's variance is weighted by 1 / its training variance.
 - ``minimize:LABEL`` / ``maximize:LABEL``: ``qLogNoisyExpectedImprovement`` with the
   training inputs as the baseline; constraints on outputs (``"cot<60"``) are the
@@ -491,11 +492,11 @@ def _improve_acq(model: Any, goal: Goal, out_lbl: Sequence[str], baseline: Tenso
     from botorch.acquisition.objective import GenericMCObjective
     from botorch.sampling.normal import SobolQMCNormalSampler
 
-    from .bo_models import can_fantasize
+    from .bo_models import is_ensemble
 
     k, sign = list(out_lbl).index(goal.label), (1.0 if goal.kind == "maximize" else -1.0)
     objective = GenericMCObjective(lambda Y, X=None: sign * Y[..., k])
-    sampler = SobolQMCNormalSampler(torch.Size([MC_SAMPLES]), seed=seed) if can_fantasize(model) else None
+    sampler = None if is_ensemble(model) else SobolQMCNormalSampler(torch.Size([MC_SAMPLES]), seed=seed)
     return qLogNoisyExpectedImprovement(model, baseline, sampler=sampler, objective=objective,
                                         constraints=out_cons or None, prune_baseline=True, cache_root=False)
 

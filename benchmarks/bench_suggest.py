@@ -1,0 +1,279 @@
+"""Does ``rollfit suggest`` pay? Rounds of suggested simulations against Sobol and random ones.
+
+One command: ``nice -n 10 python benchmarks/bench_suggest.py`` (``--quick``: 2 seeds, 3
+rounds, small test sets, for a smoke run). For each problem and seed, 20 space-filling
+points (the first 20 of a scrambled Sobol sequence) start four campaigns of 6 rounds of 8
+new points each, the model refitted after every round:
+
+- ``explore``: ``suggest(goal="explore")`` (integrated posterior variance);
+- ``minimize``: ``suggest(goal="minimize:y")`` (noisy expected improvement);
+- ``sobol``: the same Sobol sequence continued (an unbroken 68-point Sobol design);
+- ``random``: uniform random points.
+
+Problems (``benchmarks/problems.py``, the accuracy benchmark's functions): branin (2 inputs),
+borehole (8) and the noisy 13-input rollout surface of ``rollfit.data.synthetic`` standing
+in for the simulator (noise std 1, each new rollout a gross outlier of +15..25 with
+probability 3%). Scores per round: RMSE of the refitted model's mean against the noise-free
+truth on a Latin-hypercube test design (explore, sobol, random), and simple regret, the
+noise-free value of the best point evaluated so far minus the true minimum (minimize,
+sobol, random). The model is the ``gp`` kind (``robust_gp`` on the noisy surface), fitted
+with 2 starts instead of the kind's 5 and ``suggest`` with 4 optimizer starts instead of 8,
+to keep the run affordable on a 2-core machine; otherwise ``suggest``'s defaults. Rows go to ``suggest`` in memory (a ``Campaign``)
+instead of files: the file round trip is what ``tests/test_suggest.py`` checks.
+
+Writes ``benchmarks/results/suggest.json`` (every number), ``suggest.md`` (the median table
+and the done-when checks of issue 13) and ``suggest.png`` (median curves).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ARMS = ("explore", "minimize", "sobol", "random")
+INIT, ROUNDS, BATCH, SEEDS = 20, 6, 8, 5
+OUTLIER_P = 0.03
+BENCH_RESTARTS = 4  # suggest's optimizer starts here (its default is 8): half the time on a 2-core machine
+
+
+@dataclass
+class Task:
+    """A problem: inputs, box, truth, how an observation is drawn, the true minimum."""
+
+    name: str
+    names: list[str]
+    lo: np.ndarray
+    hi: np.ndarray
+    truth: Callable[[np.ndarray], np.ndarray]
+    noisy: bool
+    f_min: float
+
+    def observe(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """What a simulation returns: the truth, plus noise and the odd gross outlier on the noisy surface."""
+        y = self.truth(x)
+        if self.noisy:
+            y = y + rng.normal(0.0, 1.0, len(y)) + (rng.random(len(y)) < OUTLIER_P) * rng.uniform(15.0, 25.0, len(y))
+        return y
+
+
+def _box_minimum(f: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray) -> float:
+    """The minimum of ``f`` over the box: L-BFGS-B from the 16 best of 4096 Sobol points."""
+    from scipy.optimize import minimize
+    from scipy.stats import qmc
+
+    u = qmc.Sobol(len(lo), seed=0).random(4096)
+    x = lo + u * (hi - lo)
+    best = x[np.argsort(f(x))[:16]]
+    vals = [minimize(lambda z: float(f(z[None])[0]), b, bounds=list(zip(lo, hi)), method="L-BFGS-B").fun for b in best]
+    return float(min(vals))
+
+
+def make_task(name: str) -> Task:
+    from problems import BOREHOLE_BOUNDS, BRANIN_BOUNDS, borehole, branin, rollout_truth
+
+    from rollfit.data.synthetic import DEFAULT_13_NAMES
+
+    if name == "branin":
+        lo, hi = np.array(list(BRANIN_BOUNDS.values())).T
+        return Task(name, list(BRANIN_BOUNDS), lo, hi, branin, False, 0.39788735772973816)
+    if name == "borehole":
+        lo, hi = np.array(list(BOREHOLE_BOUNDS.values())).T
+        return Task(name, list(BOREHOLE_BOUNDS), lo, hi, borehole, False, _box_minimum(borehole, lo, hi))
+    if name == "rollout":
+        lo, hi = np.full(13, 0.7), np.full(13, 1.3)
+        # true_cot's bowl has its minimum 55 at (1.05, 0.95); each other input adds 5 x (x - 1), least at 0.7
+        return Task(name, list(DEFAULT_13_NAMES), lo, hi, rollout_truth, True, 55.0 + 5.0 * 11 * (0.7 - 1.0))
+    raise ValueError(f"problem: expected branin, borehole or rollout, but got {name!r}")
+
+
+# ----------------------------------------------------------------------------- one campaign
+def _fit(task: Task, x: np.ndarray, y: np.ndarray):
+    """The model kind the benchmark uses, fitted on (x, y), as a ``Surrogate`` over the task's box."""
+    import torch
+
+    from rollfit.analysis.surrogate import Surrogate
+    from rollfit.model.gp import DEFAULT_SETTINGS, GPSurrogate
+
+    settings = type(DEFAULT_SETTINGS)(**{**DEFAULT_SETTINGS.__dict__, "restarts": 2})
+    model = GPSurrogate(torch.as_tensor(x), torch.as_tensor(y[:, None]), robust=task.noisy, settings=settings)
+    model.fit()
+    cfg = {"in_lbl": task.names, "out_lbl": ["y"], "input_min": task.lo.tolist(), "input_max": task.hi.tolist()}
+    return Surrogate(model.eval(), cfg)
+
+
+def _rmse(sur, task: Task, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((sur.predict(x_test)[:, 0] - y_test) ** 2)))
+
+
+def _suggest(sur, task: Task, x: np.ndarray, y: np.ndarray, goal: str, seed: int) -> np.ndarray:
+    import rollfit.analysis.suggest as module
+    from rollfit.analysis.suggest import Campaign, suggest
+
+    module.RESTARTS = BENCH_RESTARTS
+
+    camp = Campaign(x, y[:, None], list(task.names), {}, [], len(x) - 1, [])
+    return suggest(sur, BATCH, goal=goal, seed=seed, campaign=camp).inputs
+
+
+def run_campaign(job: tuple[str, str, int, int, int]) -> dict:
+    """One (problem, arm, seed) campaign: the scores after the initial design and each round."""
+    import torch
+    from scipy.stats import qmc
+
+    name, arm, seed, rounds, test_rows = job
+    torch.set_num_threads(1)
+    task = make_task(name)
+    span = task.hi - task.lo
+    rng = np.random.default_rng(1000 * seed + ARMS.index(arm))
+    x_test = task.lo + qmc.LatinHypercube(len(task.lo), seed=77).random(test_rows) * span
+    y_test = task.truth(x_test)
+    sobol = task.lo + qmc.Sobol(len(task.lo), scramble=True, seed=seed).random(INIT + rounds * BATCH) * span
+    x = sobol[:INIT].copy()
+    y = task.observe(x, np.random.default_rng(seed))  # the same initial observations in every arm
+    rmse, regret, seconds = [], [], []
+    t0 = time.perf_counter()
+    for r in range(rounds + 1):
+        regret.append(float(task.truth(x).min() - task.f_min))
+        sur = _fit(task, x, y) if arm != "minimize" or r < rounds else None
+        if arm != "minimize":
+            rmse.append(_rmse(sur, task, x_test, y_test))
+        if r == rounds:
+            break
+        if arm in ("explore", "minimize"):
+            new = _suggest(sur, task, x, y, "explore" if arm == "explore" else "minimize:y", seed + r)
+        elif arm == "sobol":
+            new = sobol[INIT + r * BATCH: INIT + (r + 1) * BATCH]
+        else:
+            new = task.lo + rng.random((BATCH, len(task.lo))) * span
+        x, y = np.vstack([x, new]), np.concatenate([y, task.observe(new, rng)])
+        seconds.append(time.perf_counter() - t0)
+    return {"problem": name, "arm": arm, "seed": seed, "points": [INIT + r * BATCH for r in range(rounds + 1)],
+            "rmse": rmse, "regret": regret, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- summary
+def medians(results: list[dict], problem: str, arm: str, metric: str) -> list[float]:
+    runs = [r[metric] for r in results if r["problem"] == problem and r["arm"] == arm and r[metric]]
+    return np.median(np.array(runs), axis=0).tolist() if runs else []
+
+
+def first_reaching(curve: list[float], target: float) -> int | None:
+    """Index of the first round whose median is at or below ``target``."""
+    return next((i for i, v in enumerate(curve) if v <= target * (1 + 1e-9)), None)
+
+
+def checks(results: list[dict], problems: list[str], rounds: int) -> list[dict]:
+    """Issue 13's done-when, per problem, on the medians."""
+    total = INIT + rounds * BATCH
+    out = []
+    for p in problems:
+        reg_m, reg_s = medians(results, p, "minimize", "regret"), medians(results, p, "sobol", "regret")
+        rm_e, rm_s = medians(results, p, "explore", "rmse"), medians(results, p, "sobol", "rmse")
+        k_min = first_reaching(reg_m, reg_s[-1])
+        k_exp = first_reaching(rm_e, rm_s[-1])
+        pts = lambda k: None if k is None else INIT + k * BATCH  # noqa: E731
+        out.append({"problem": p, "sobol_final_regret": reg_s[-1], "minimize_points_to_reach": pts(k_min),
+                    "minimize_ok": k_min is not None and pts(k_min) <= 0.5 * total,
+                    "sobol_final_rmse": rm_s[-1], "explore_final_rmse": rm_e[-1],
+                    "explore_not_worse": rm_e[-1] <= rm_s[-1] * (1 + 1e-9),
+                    "explore_points_to_reach": pts(k_exp),
+                    "explore_ok_80": k_exp is not None and pts(k_exp) <= 0.8 * total})
+    return out
+
+
+def markdown(results: list[dict], problems: list[str], rounds: int, seeds: int, wall: float) -> str:
+    total = INIT + rounds * BATCH
+    lines = [f"Median of {seeds} seeds; {INIT} Sobol points, then {rounds} rounds of {BATCH}; model gp "
+             f"(robust_gp on the noisy rollout surface). Total wall time {wall / 60:.1f} min.", ""]
+    for metric, arms, title in (("rmse", ("explore", "sobol", "random"), "RMSE vs the noise-free truth"),
+                                ("regret", ("minimize", "sobol", "random"), "simple regret (best true value - minimum)")):
+        lines += [f"**{title}**", "", "| problem | arm | " + " | ".join(str(INIT + r * BATCH) for r in range(rounds + 1))
+                  + " |", "|---|---|" + "---:|" * (rounds + 1)]
+        for p in problems:
+            for arm in arms:
+                m = medians(results, p, arm, metric)
+                lines.append(f"| {p} | {arm} | " + " | ".join(f"{v:.4g}" for v in m) + " |")
+        lines.append("")
+    lines += ["**Done-when (issue 13)**", "",
+              f"| problem | minimize reaches Sobol's final regret at (<= {0.5 * total:g} of {total} points) | "
+              f"explore final RMSE vs Sobol's | explore reaches Sobol's final RMSE at (<= {0.8 * total:g}) |",
+              "|---|---|---|---|"]
+    for c in checks(results, problems, rounds):
+        mark = lambda ok: "yes" if ok else "no"  # noqa: E731
+        lines.append(f"| {c['problem']} | {c['minimize_points_to_reach'] or 'not reached'} "
+                     f"({mark(c['minimize_ok'])}) | {c['explore_final_rmse']:.4g} vs {c['sobol_final_rmse']:.4g} "
+                     f"({mark(c['explore_not_worse'])}) | {c['explore_points_to_reach'] or 'not reached'} "
+                     f"({mark(c['explore_ok_80'])}) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], problems: list[str], rounds: int, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.0 * len(problems), 6.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(problems), squeeze=False)
+    pts = [INIT + r * BATCH for r in range(rounds + 1)]
+    style = {"explore": "C0-o", "minimize": "C3-o", "sobol": "k--s", "random": "C7:^"}
+    for j, p in enumerate(problems):
+        for row, (metric, arms) in enumerate((("rmse", ("explore", "sobol", "random")),
+                                              ("regret", ("minimize", "sobol", "random")))):
+            ax = axes[row, j]
+            for arm in arms:
+                m = medians(results, p, arm, metric)
+                if m:
+                    ax.plot(pts, np.maximum(m, 1e-12), style[arm], ms=3, label=arm)
+            ax.set_yscale("log")
+            ax.set(title=f"{p}: {'RMSE vs truth' if metric == 'rmse' else 'simple regret'}", xlabel="simulations")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 3 rounds, small test sets (a smoke run)")
+    parser.add_argument("--problems", nargs="+", default=["branin", "borehole", "rollout"])
+    parser.add_argument("--seeds", type=int, default=None, help=f"seeds (default {SEEDS}; --quick: 2)")
+    parser.add_argument("--workers", type=int, default=1, help="campaigns run at once (processes, one thread each)")
+    parser.add_argument("--out", default=str(HERE / "results"), help="folder for suggest.json/.md/.png")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or (2 if args.quick else SEEDS)
+    rounds, test_rows = (3, 500) if args.quick else (ROUNDS, 2000)
+    jobs = [(p, arm, s, rounds, test_rows) for p in args.problems for s in range(seeds) for arm in ARMS]
+    t0 = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for res in pool.map(run_campaign, jobs):
+            results.append(res)
+            print(f"{res['problem']:>9} {res['arm']:>8} seed {res['seed']}: rmse {['%.3g' % v for v in res['rmse']]} "
+                  f"regret {['%.3g' % v for v in res['regret']]} ({res['seconds']:.0f} s)", flush=True)
+    wall = time.perf_counter() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "suggest_quick" if args.quick else "suggest"
+    (out / f"{tag}.json").write_text(json.dumps({"results": results, "checks": checks(results, args.problems, rounds),
+                                                 "wall_s": wall, "cpus": os.cpu_count()}, indent=1) + "\n")
+    table = markdown(results, args.problems, rounds, seeds, wall)
+    (out / f"{tag}.md").write_text(table)
+    plot(results, args.problems, rounds, out / f"{tag}.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
