@@ -138,13 +138,19 @@ def make_gp(x: Tensor, y: Tensor, robust: bool = False, support: Sequence[int] =
     return model.to(x)
 
 
-def _mll_value(mll) -> float:
-    """The marginal log likelihood (per row, priors included) of a model in training mode."""
-    model = mll.model
+def _mll_value(model) -> float:
+    """The marginal log likelihood (per row, priors included) of ``model``. A fresh
+    ``ExactMarginalLogLikelihood``: relevance pursuit replaces a robust model's likelihood."""
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
     model.train()
     with torch.no_grad(), exact():
         out = model(*model.train_inputs)
-        return float(mll(out, model.train_targets).sum())
+        # the likelihood gets the transformed inputs, as BoTorch's fitting closure passes them: a
+        # robust likelihood applies its rho to the rows it has seen (and caches them)
+        inputs = [model.transform_inputs(x) for x in model.train_inputs]
+        return float(mll(out, model.train_targets, *inputs).sum())
 
 
 def _initialize(model, rng: torch.Generator, settings: GPSettings) -> None:
@@ -228,7 +234,7 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
                     kwargs["max_attempts"] = 1
                 with exact():
                     fit_gpytorch_mll(mll, **kwargs)
-            value = _mll_value(mll)
+            value = _mll_value(model)
         except (ModelFittingError, RuntimeError, ValueError) as exc:  # linear_operator's NotPSDError is a RuntimeError
             error = exc
             continue
@@ -264,6 +270,8 @@ def _restore(model, snap: tuple[list[int], dict[str, Tensor]]) -> None:
             noise.expand_support(support)
     model.train()  # drops GPyTorch's prediction caches of the previous state
     model.load_state_dict(state)
+    if hasattr(noise, "support"):
+        noise._cached_train_inputs = None  # the next call with the training rows sets it again
     model.eval()
 
 
