@@ -115,3 +115,32 @@ def test_every_network_kind_gives_a_plain_export_module():
     assert net.export_module() is net and UnitsModel(net).export_module() is net
     with torch.no_grad():
         torch.testing.assert_close(UnitsModel(ens).export_module()(x), ens(x))
+
+
+@pytest.fixture(scope="module")
+def gp_run(tmp_path_factory):
+    from rollfit.data.synthetic import make_demo_file
+
+    small = make_demo_file(tmp_path_factory.mktemp("gpdemo") / "rollout_data.h5", n=60, seed=1)
+    args = ["model.kind=gp", "trainer.progress=false", "trainer.report=false", "data.cache=false"]
+    return train(demo_config(small, args), tmp_path_factory.mktemp("gp") / "run").run_dir
+
+
+@pytest.mark.parametrize("fmt,ext", [("c", ".h"), ("pt2", ".pt2"), ("onnx", ".onnx")])
+def test_a_gp_exports_its_mean_in_every_format(gp_run, tmp_path, fmt, ext):
+    """The GP's kernel sum (``export_module``; the C header from ``c_gp``), self-verified and
+    evaluated here with the format's runtime against ``Surrogate.predict``."""
+    from rollfit.analysis.surrogate import Surrogate
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    out = tmp_path / f"gpm{ext}"
+    result = export(gp_run, fmt, out)
+    assert result.max_rel_error is not None and result.max_rel_error <= 1e-5
+    assert json.loads(result.sidecar.read_text())["model"]["kind"] == "gp"
+    sur = Surrogate.load(gp_run)
+    info = ExportInfo.from_surrogate(sur, "gpm")
+    x = sample_inputs(info.lo, info.hi, 64, seed=5)
+    want = sur.predict(x)
+    np.testing.assert_allclose(_runtime_outputs(fmt, out, x, info), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -91,10 +91,12 @@ def export(run: str | Path, fmt: str, output: str | Path, *, name: Optional[str]
 
 
 def _check_finite(surrogate) -> None:
-    """A diverged checkpoint (NaN/inf weights) cannot be exported meaningfully."""
+    """A diverged checkpoint (NaN/inf weights) cannot be exported meaningfully. Checked on
+    what is exported (the kind's ``export_module``): a GP's constraint buffers hold inf bounds."""
     import torch
 
-    tensors = [*surrogate.model.named_parameters(), *surrogate.model.named_buffers()]
+    module = surrogate.model.export_module()
+    tensors = [*module.named_parameters(), *module.named_buffers()]
     bad = [name for name, t in tensors if not bool(torch.isfinite(t).all())]
     if bad:
         raise CheckpointError(f"{surrogate.checkpoint}: expected finite weights to export, but {bad[0]} has "
