@@ -273,3 +273,51 @@ def test_goal_labels_are_checked_with_did_you_mean():
     assert parse_goal("maximize:cot", ["cot", "effort"]).label == "cot"
     with pytest.raises(ConfigError, match=r"did you mean 'effort'\?$"):
         parse_goal("minimize:efort", ["cot", "effort"])
+
+
+# ----------------------------------------------------------------------------- the command
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory, demo_file) -> Path:
+    """A short ensemble run on the demo file (inputs gait_cadence, gait_stride; 11 constant parameters)."""
+    from rollfit.config import load_config
+    from rollfit.pipeline.run import train
+
+    cfg = load_config(None, ["model.kind=ensemble", "model.members=4", "trainer.max_epochs=60", "trainer.lr=0.01",
+                             "trainer.save_period=60", "trainer.progress=false", "trainer.report=false",
+                             "data.train_split=1.0", "data.cache=false"])
+    cfg.data.hdf5_path = str(demo_file)
+    return train(cfg, tmp_path_factory.mktemp("runs") / "ensemble").run_dir
+
+
+@pytest.mark.slow
+def test_the_command_writes_a_file_the_simulator_can_run(ensemble_run, tmp_path, capsys):
+    from rollfit.cli.main import main
+    from rollfit.data.synthetic import DEFAULT_13_NAMES
+
+    out, png = tmp_path / "next.csv", tmp_path / "next.png"
+    assert main(["suggest", "--run", str(ensemble_run), "--n", "3", "--output", str(out), "--plot", str(png),
+                 "--constraint", "gait_stride<=gait_cadence"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 points for goal explore (qPosteriorStandardDeviation):" in printed and f"wrote {out}" in printed
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["param_idx", *DEFAULT_13_NAMES, "cot_ma15", "cot_ma15_std", "acquisition"]
+    assert [int(r["param_idx"]) for r in rows] == [300, 301, 302]  # the demo file has groups 0..299
+    assert all(float(r["gait_stride"]) <= float(r["gait_cadence"]) for r in rows)
+    assert all(float(r[n]) == 1.0 for r in rows for n in DEFAULT_13_NAMES[2:])  # the campaign's fixed values
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_the_command_refuses_a_run_without_uncertainty(trained_run, tmp_path, capsys):
+    from rollfit.cli.main import main
+
+    assert main(["suggest", "--run", str(trained_run), "--n", "3", "--output", str(tmp_path / "n.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rollfit suggest: error: model kind 'mlp': expected a model with an uncertainty") \
+        and err.count("\n") == 1
+    assert not (tmp_path / "n.csv").exists()
+
+
+def test_an_unknown_goal_label_is_one_line_before_the_model_is_used(square, tmp_path):
+    with pytest.raises(ConfigError, match=r"^goal maximize:z: expected an output label, but got 'z'; outputs: "):
+        suggest(square, 2, goal="maximize:z")
