@@ -305,3 +305,13 @@ def test_bootstrap_run_records_out_of_bag_calibration(demo_file, tmp_path):
     run = train(demo_config(demo_file, args), tmp_path / "run").run_dir
     cfg = load_checkpoint(run / "checkpoints" / checkpoint_name(29))["config"]
     assert cfg["bootstrap"] is True and cfg["calibration"].startswith("out-of-bag rows (")
+
+
+def test_training_without_held_out_rows_says_the_intervals_are_calibrated_on_training_rows(demo_table):
+    from rollfit.training.step import TRAINING_ROWS_NOTE
+
+    with pytest.warns(UserWarning) as record:
+        _, _, tr = _train(demo_table, "eager", epochs=2)
+    assert [str(w.message) for w in record if "held-out" in str(w.message)] == [TRAINING_ROWS_NOTE]
+    tr.model.calibrate()
+    assert tr.model.calibration.startswith("training rows (") and float(tr.model.std_scale) == 1.0

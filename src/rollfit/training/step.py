@@ -77,6 +77,11 @@ def mse(pred: Tensor, yn: Tensor) -> Tensor:
     return F.mse_loss(pred, yn if pred.shape == yn.shape else yn.expand_as(pred))
 
 
+TRAINING_ROWS_NOTE = ("model.kind ensemble: no held-out rows (data.train_split is 1.0 and model.bootstrap is false), "
+                      "so its std is calibrated on the training rows and its intervals under-cover new points; set "
+                      "data.train_split < 1 or model.bootstrap: true for calibrated intervals")
+
+
 class MemberRows:
     """The rows each member of an ensemble trains on, and the rows its std is calibrated on.
 
@@ -136,6 +141,7 @@ class MemberRows:
                 m.set_calibration_rows(x, m.to_units(yn), "out-of-bag rows", ~drawn)
             else:
                 m.set_calibration_rows(x, m.to_units(yn), "training rows")
+                warnings.warn(TRAINING_ROWS_NOTE, UserWarning, stacklevel=4)
 
 
 def same_rows(x: Tensor, v: Tensor) -> bool:
