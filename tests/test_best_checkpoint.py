@@ -1,8 +1,11 @@
 """best.ckpt and early stopping: the lowest validation loss is kept, loaded and survives resume.
 
-The case is a tiny noisy data set (30 training rows, noise std 1, an outlier or two) with a
-large learning rate, so the validation loss falls, then rises as the network fits the noise:
-the best epoch is well before the last one.
+The validation loss that chooses is the run's reconstruction loss (here huber) on the
+validation rows, logged as ``loss/val_recon``; the MSE (``loss/val``) with recon_type mse.
+
+The case is a tiny noisy campaign (13 inputs, 30 training rows, noise std 1) with a large
+learning rate, so the validation loss falls, then rises as the network fits the noise: the
+best epoch is well before the last one.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import torch
 from conftest import demo_config
 
 from rollfit.analysis.surrogate import Surrogate
-from rollfit.data.synthetic import make_demo_file
+from rollfit.data.synthetic import DEFAULT_13_NAMES, make_campaign
 from rollfit.errors import CheckpointError
 from rollfit.model.kinds import KindSpec, register_kind
 from rollfit.model.network import build_from_config
@@ -30,15 +33,20 @@ from rollfit.training.trainer import BestEpoch
 EPOCHS = 120
 ARGS = [f"trainer.max_epochs={EPOCHS}", "trainer.lr=0.05", "trainer.lr_patience=1000", "trainer.save_period=1",
         "trainer.log_period=1", "trainer.progress=false", "trainer.report=false", "data.train_split=0.5",
-        "model.layers=[32,32]", "data.cache=false"]
+        "model.layers=[32,32]", "data.cache=false", f"data.in_lbl={json.dumps(list(DEFAULT_13_NAMES))}"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def noisy_file(tmp_path_factory) -> Path:
-    """60 groups (about 57 successful) of the noisy demo surface."""
-    return make_demo_file(tmp_path_factory.mktemp("noisy") / "rollout_data.h5", n=60, seed=0)
+    """60 groups (about 57 successful) of a noisy campaign varying all 13 inputs."""
+    return make_campaign(tmp_path_factory.mktemp("noisy"), n_groups=60, n_files=1, seed=0)[0]
+
+
+def _inputs(*rows: float) -> torch.Tensor:
+    """Rows of 13 inputs, each row one value for all of them."""
+    return torch.tensor([[v] * len(DEFAULT_13_NAMES) for v in rows], dtype=torch.float32)
 
 
 def _train(data_file: Path, out: Path, *extra: str):
@@ -51,8 +59,9 @@ def overfit_run(tmp_path_factory, noisy_file) -> Path:
     return _train(noisy_file, tmp_path_factory.mktemp("best") / "run").run_dir
 
 
-def _val_losses(run: Path) -> dict[int, float]:
-    return {int(r["step"]): float(r["loss/val"]) for r in read_rows(find_log(run))}
+def _val_losses(run: Path, key: str = "loss/val_recon") -> dict[int, float]:
+    """Per logged epoch the loss that chooses the best epoch (the run's huber on the validation rows)."""
+    return {int(r["step"]): float(r[key]) for r in read_rows(find_log(run))}
 
 
 def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -85,7 +94,7 @@ def test_surrogate_load_prefers_best_ckpt(overfit_run):
     s = Surrogate.load(overfit_run)
     best = overfit_run / "checkpoints" / "best.ckpt"
     assert s.checkpoint == best and resolve_checkpoint(overfit_run) == best
-    x = torch.tensor([[0.8, 1.1], [1.2, 0.9]], dtype=torch.float32)
+    x = _inputs(0.8, 1.1)
     epoch = Surrogate.load(overfit_run / "checkpoints" / checkpoint_name(s.config["best_epoch"]))
     newest = Surrogate.load(list_checkpoints(overfit_run)[-1])  # a file named explicitly comes first
     assert newest.checkpoint.name == checkpoint_name(EPOCHS - 1)
@@ -124,6 +133,34 @@ def test_best_ckpt_is_written_at_checkpoint_times_only(noisy_file, tmp_path, mon
     assert written.count("best.ckpt") == len(changed) < len(saves)  # the case settles before its end
     best_epoch = best_so_far[-1]
     assert load_checkpoint(run / "checkpoints" / "best.ckpt")["epoch"] == best_epoch
+
+
+def test_with_recon_type_mse_the_validation_mse_chooses(noisy_file, tmp_path):
+    run = _train(noisy_file, tmp_path / "run", "trainer.recon_type=mse", "trainer.max_epochs=40").run_dir
+    rows = read_rows(find_log(run))
+    assert "loss/val_recon" not in rows[0]
+    val = _val_losses(run, "loss/val")
+    best = load_checkpoint(run / "checkpoints" / "best.ckpt")["config"]
+    assert best["best_epoch"] == min(val, key=val.get) and best["best_val"] == pytest.approx(min(val.values()), rel=1e-6)
+
+
+def test_huber_on_the_validation_rows_chooses_not_their_mse(overfit_run):
+    """Squared gross outliers in the validation rows would make the MSE choose by them."""
+    import numpy as np
+
+    from rollfit.config import validate
+    from rollfit.pipeline.run import load_table, make_data
+
+    s = Surrogate.load(overfit_run)
+    cfg = validate(s.config["run_config"], source="run config")
+    data = make_data(cfg, load_table(cfg))
+    model = Surrogate.load(overfit_run / "checkpoints" / checkpoint_name(s.config["best_epoch"]))
+    yn = (data.val.y.numpy() - np.asarray(s.config["target_mean"])) / np.asarray(s.config["target_std"])
+    pred = (np.asarray(model.predict(data.val.x.numpy())) - np.asarray(s.config["target_mean"])) / \
+        np.asarray(s.config["target_std"])
+    r = np.abs(pred - yn)
+    huber = float(np.where(r < 1.0, 0.5 * r * r, r - 0.5).mean())
+    assert s.config["best_val"] == pytest.approx(huber, rel=1e-4)
 
 
 def test_keep_best_false_writes_no_best_ckpt(noisy_file, tmp_path):
@@ -239,7 +276,7 @@ def test_a_folder_with_only_best_ckpt_loads(overfit_run, tmp_path):
     assert folder.run_markers() == ["config.yaml", "checkpoints/"] and folder.list_checkpoints() == []
     s = Surrogate.load(run)
     assert s.checkpoint == run / "checkpoints" / "best.ckpt"
-    x = torch.tensor([[0.9, 1.0]])
+    x = _inputs(0.9)
     assert torch.equal(torch.as_tensor(s.predict(x)), torch.as_tensor(Surrogate.load(overfit_run).predict(x)))
     with pytest.raises(CheckpointError) as err:
         find_resume_checkpoint(run)
@@ -277,3 +314,14 @@ def test_malformed_best_weights_are_one_line_errors(overfit_run, tmp_path):
         with pytest.raises(CheckpointError) as err:
             load_checkpoint(path)
         assert str(err.value) == f"{path}: {message}"
+
+
+def test_keeping_the_best_changes_nothing_about_training(noisy_file, tmp_path):
+    """best.ckpt's weight swap (units conversion) and extra validation pass leave the run bit-identical."""
+    a = _train(noisy_file, tmp_path / "a", "trainer.max_epochs=30", "trainer.save_period=7").run_dir
+    b = _train(noisy_file, tmp_path / "b", "trainer.max_epochs=30", "trainer.save_period=7",
+               "trainer.keep_best=false").run_dir
+    last = checkpoint_name(29)
+    assert _same_weights(load_checkpoint(a / "checkpoints" / last)["model_state_dict"],
+                         load_checkpoint(b / "checkpoints" / last)["model_state_dict"])
+    assert [r["loss/train"] for r in read_rows(find_log(a))] == [r["loss/train"] for r in read_rows(find_log(b))]

@@ -2,7 +2,7 @@
 
 Every flag name means one thing in every command that has it:
 
-``--run DIR``        an existing run folder (its newest checkpoint) or a checkpoint file, read
+``--run DIR``        an existing run folder (its best.ckpt, else newest checkpoint) or a checkpoint file, read
 ``--output DIR``     the folder a command writes into (``train``, ``demo`` and ``sweep`` create it;
                      ``evaluate``, ``plot`` and ``report`` write there instead of the run folder)
                      (``suggest --output FILE`` alone names a file: the proposed points)
@@ -199,7 +199,7 @@ def parent(add: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentP
 
 
 def _run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder (newest checkpoint) or a checkpoint file")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder (its checkpoints/best.ckpt, else its newest checkpoint) or a checkpoint file")
 
 
 def _activation(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,11 @@ are kept in memory (``BestEpoch``; a copy costs microseconds, a file write per i
 epoch would not) and written to ``checkpoints/best.ckpt`` at checkpoint times when they
 changed, so also at the end, on an interrupt, on early stopping and before a divergence
 error. ``trainer.early_stop_patience`` ends the run once the validation loss has not improved
-by more than ``lr_threshold`` (relative) for that many epochs. The best-so-far travels in
+by more than ``lr_threshold`` (relative) for that many epochs. The loss that chooses is the
+run's own reconstruction loss on the validation rows (``loss/val_recon`` in the log: huber,
+cauchy... are robust to the gross outliers rollout files have, whose squares would dominate
+the MSE and pick a lucky early epoch); the MSE when ``recon_type`` is mse or the validation
+rows are the training rows (train_split 1.0, no extra pass). The best-so-far travels in
 ``trainer_state`` (resume and rollbacks restore it).
 """
 from __future__ import annotations
@@ -34,6 +38,7 @@ from torch import Tensor
 from ..config import TrainerConfig
 from ..data.datamodule import HDF5DataModule
 from ..errors import OutputError, TrainingError
+from ..model.losses import reconstruction_loss
 from ..model.network import RegressionNet
 from ..runs.checkpoint import (CKPT_DIR, best_checkpoint, checkpoint_name, list_checkpoints, save_checkpoint,
                                training_weights)
@@ -176,6 +181,11 @@ class Trainer:
         self.strategy.attach(self)  # torchrun: rank 0's weights; gradients all-reduced before each update
         self.history: list[dict[str, float]] = []
         self.best = BestEpoch(self.model, cfg.lr_threshold, keep=cfg.keep_best)
+        self._val_x, self._yn_val = data.val.x, yn_val
+        # the loss that chooses (module docstring); one forward pass an epoch, only when something uses it
+        self._val_recon = (cfg.recon_type != "mse" and not data.same_split
+                           and (cfg.keep_best or cfg.early_stop_patience > 0))
+        self._selection: Optional[float] = None  # this epoch's value of that loss
         self.stopped_early: Optional[int] = None  # the epoch early stopping ended the run at
         self.logger.log_resolved(self.resolved())
 
@@ -266,10 +276,33 @@ class Trainer:
         return best_checkpoint(self.run_dir)
 
     def _track_best(self, epoch: int, val: Tensor) -> bool:
-        """Record epoch ``epoch``'s validation loss (one host read: the divergence check has
+        """Record epoch ``epoch``'s selection loss (one host read: the divergence check has
         synchronized already); True when early stopping ends the run here."""
-        self.best.update(epoch, float(val))
+        self._selection = self._selection_loss(val)
+        self.best.update(epoch, self._selection)
         return self._patience_spent() and epoch < self.cfg.max_epochs - 1
+
+    def _selection_loss(self, val: Tensor) -> float:
+        """The loss that chooses the best epoch: the validation MSE ``val``, or (``_val_recon``)
+        the configured reconstruction loss on the validation rows, one forward pass (the loss
+        in effect after ``recon_start_epoch``, so values compare across the whole run). Under
+        torchrun each rank holds a share of the rows: the shares are summed, weighted."""
+        if not self._val_recon:
+            return float(val)
+        c = self.cfg
+        with torch.no_grad():
+            if len(self._val_x):
+                pred = self.model.forward_normalized(self._val_x)
+                loss = reconstruction_loss(pred, self._yn_val, c.recon_type, c.recon_delta, c.recon_start_epoch,
+                                           c.recon_start_epoch).reshape(())
+            else:  # a rank without validation rows
+                loss = torch.zeros((), device=self.device)
+            if self.strategy.world > 1:
+                import torch.distributed as dist
+
+                loss = loss.float() * float(self.strategy.val_weight)
+                dist.all_reduce(loss)
+        return float(loss)
 
     def _patience_spent(self) -> bool:
         """True when ``early_stop_patience`` epochs passed without an improvement."""
@@ -288,7 +321,8 @@ class Trainer:
     # ---- logging and checkpoints --------------------------------------------------------
     def _log(self, epoch: int, train: dict[str, Tensor], val: Tensor, bar) -> dict[str, float]:
         row = {"loss/train": float(train["train"]), "loss/val": float(val),
-               **{f"loss/{k}": float(train[k]) for k in COMPONENTS}, "lr": self._lr()}
+               **{f"loss/{k}": float(train[k]) for k in COMPONENTS}, "lr": self._lr(),
+               **({"loss/val_recon": self._selection} if self._val_recon and self._selection is not None else {})}
         self.logger.log_metrics(row, step=epoch)
         self.logger.flush()
         self.history.append({"epoch": epoch, **row})
