@@ -1,6 +1,6 @@
 """``Surrogate``: a trained model for use: predict (with an uncertainty), gradient, labels and bounds.
 
-``Surrogate.load`` takes a run folder (its newest checkpoint) or a checkpoint file, of
+``Surrogate.load`` takes a run folder (its best.ckpt, else newest checkpoint) or a checkpoint file, of
 rollfit or of the original pipeline, of any model kind (``model.kinds``), and always
 predicts in original units. Inputs can be an (N, D) array in ``in_lbl`` order, a dict
 label -> values, or a table with named columns (a pandas DataFrame or a numpy structured
@@ -39,9 +39,10 @@ class Surrogate:
 
     @classmethod
     def load(cls, run: str | Path | RunFolder, activation: Optional[str] = None) -> "Surrogate":
-        """Load a run folder (its newest readable checkpoint) or a checkpoint file; ``activation``
-        supplies what an original run without ``config.yaml`` lacks. A damaged newest
-        checkpoint is skipped with a warning naming it."""
+        """Load a run folder (its ``checkpoints/best.ckpt``, else its newest readable checkpoint)
+        or a checkpoint file; ``activation`` supplies what an original run without
+        ``config.yaml`` lacks. A damaged best or newest checkpoint is skipped with a warning
+        naming it."""
         folder = run if isinstance(run, RunFolder) else RunFolder.at(run)
         model, cfg, path = load_model(folder, activation)
         return cls(model, cfg, path, folder)

@@ -199,7 +199,8 @@ def parent(add: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentP
 
 
 def _run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder (its checkpoints/best.ckpt, else its newest checkpoint) or a checkpoint file")
+    p.add_argument("--run", required=True, metavar="DIR",
+                   help="run folder (its checkpoints/best.ckpt, else its newest checkpoint) or a checkpoint file")
 
 
 def _activation(p: argparse.ArgumentParser) -> None:

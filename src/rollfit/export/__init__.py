@@ -60,7 +60,7 @@ def format_module(fmt: str) -> ModuleType:
 def export(run: str | Path, fmt: str, output: str | Path, *, name: Optional[str] = None,
            activation: Optional[str] = None, samples: int = 256, tolerance: float = DEFAULT_TOLERANCE,
            seed: int = 0, verify: bool = True) -> ExportResult:
-    """Export the newest checkpoint of ``run`` (or a checkpoint file) as ``fmt`` to ``output``.
+    """Export ``run``'s model (its best.ckpt, else newest checkpoint; or a checkpoint file) as ``fmt`` to ``output``.
 
     ``name``: C identifier used as the header's prefix and the ONNX graph name (default: from
     the output file name). ``activation``: for original runs without ``config.yaml``.
