@@ -315,3 +315,13 @@ def test_training_without_held_out_rows_says_the_intervals_are_calibrated_on_tra
     assert [str(w.message) for w in record if "held-out" in str(w.message)] == [TRAINING_ROWS_NOTE]
     tr.model.calibrate()
     assert tr.model.calibration.startswith("training rows (") and float(tr.model.std_scale) == 1.0
+
+
+@pytest.mark.slow
+def test_the_compiled_step_trains_an_ensemble_like_the_eager_one(demo_table):
+    """``trainer.engine: compiled`` runs the same rank-polymorphic step under torch.compile."""
+    eager = _train(demo_table, "eager", "data.train_split=0.8", epochs=12)
+    compiled = _train(demo_table, "compiled", "data.train_split=0.8", epochs=12)
+    assert compiled[2].engine.name == "compiled" and not compiled[2].engine.run.failed
+    assert compiled[2].engine.run._fns  # something was compiled
+    torch.testing.assert_close(compiled[1], eager[1], rtol=1e-7, atol=0)
