@@ -321,3 +321,21 @@ def test_the_command_refuses_a_run_without_uncertainty(trained_run, tmp_path, ca
 def test_an_unknown_goal_label_is_one_line_before_the_model_is_used(square, tmp_path):
     with pytest.raises(ConfigError, match=r"^goal maximize:z: expected an output label, but got 'z'; outputs: "):
         suggest(square, 2, goal="maximize:z")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--output", "/proc/rollfit-none/next.csv"], "/proc/rollfit-none: could not write (No such file or directory)"),
+    (["--output", "{tmp}"], "{tmp}: expected a file to write, but it is a folder"),
+    (["--output", "n.csv", "--fixed", "a=x"], "--fix a: expected a number, but got 'x'"),
+    (["--output", "n.csv", "--bounds", "a=1"], "--bounds a: expected LO:HI, but got '1'"),
+])
+def test_bad_outputs_and_values_are_refused_before_the_model_loads(tmp_path, capsys, extra, message):
+    """A placeholder checkpoint: these answer before anything is loaded."""
+    from rollfit.cli.main import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "ep_000001.ckpt").write_bytes(b"placeholder")
+    argv = ["suggest", "--run", str(run), "--n", "2", *[a.replace("{tmp}", str(tmp_path)) for a in extra]]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"rollfit suggest: error: {message.replace('{tmp}', str(tmp_path))}\n"

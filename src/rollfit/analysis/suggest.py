@@ -22,10 +22,11 @@ fixed inputs are left out; for each equality constraint one free input it names 
 it depends on most at the box centre) is *solved for* by Newton's method whenever the
 others change, so equalities hold to rounding (``EQ_TOL``) at every point, not only at the
 end; the solved input's gradient comes from the implicit function theorem. Inequality
-constraints and the solved inputs' bounds go to the optimizer as nonlinear constraints
-(SLSQP), started from feasible points; a proposal that ends outside them is replaced by the
-best unused feasible point of the Sobol sample, so every returned point satisfies every
-constraint. A constraint set no point of the box satisfies is a one-line error.
+constraints and the solved inputs' bounds are an exterior penalty during L-BFGS-B (started
+from feasible batches of a Sobol sample of the region; batched over starts, where SLSQP's
+nonlinear constraints ran about 6x slower); a proposal that ends outside them is pushed inside,
+or else replaced by the best unused feasible point of the sample, so every returned point
+satisfies every constraint. A constraint set no point of the box meets is a one-line error.
 
 **Output that the simulator can run.** One row per point, ``param_idx`` continuing after
 the largest group index of the training files, every name of the files'
