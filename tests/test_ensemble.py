@@ -256,6 +256,19 @@ def test_the_fused_engine_trains_an_ensemble_like_autograd(demo_table, overrides
     assert ref[1][-1, 0] < ref[1][0, 0]  # it learned
 
 
+@pytest.mark.parametrize("overrides", [("data.train_split=0.8",), ("model.bootstrap=true",)], ids=["val-split", "bootstrap"])
+def test_the_captured_program_trains_an_ensemble_like_autograd(demo_table, monkeypatch, overrides):
+    """The CUDA-graph execution's epoch bodies (tensor lr, DevicePlateau), run uncaptured on CPU."""
+    import rollfit.training.trainer as trainer_mod
+    from rollfit.training.step import Captured
+
+    ref = _train(demo_table, "reference", *overrides)
+    monkeypatch.setattr(trainer_mod, "choose_engine", lambda *a, **k: "captured")
+    graph = _train(demo_table, "reference", *overrides)
+    assert isinstance(graph[2].engine.run, Captured)
+    torch.testing.assert_close(graph[1], ref[1], rtol=1e-9, atol=0)
+
+
 # ---- runs: checkpoints, loading, resume --------------------------------------------------------------
 ARGS = ["model.kind=ensemble", "model.members=3", "model.layers=[8,8]", "trainer.max_epochs=30",
         "trainer.save_period=10", "trainer.log_period=5", "trainer.progress=false", "trainer.report=false",
