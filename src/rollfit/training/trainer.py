@@ -267,7 +267,8 @@ class Trainer:
 
     @property
     def best_val(self) -> Optional[float]:
-        """The lowest validation loss so far (MSE in training units; None before the first epoch)."""
+        """The lowest validation loss so far, in training units (the selection loss of
+        ``_selection_loss``: the run's reconstruction loss or the MSE; None before the first epoch)."""
         return self.best.val if self.best.epoch >= 0 else None
 
     @property
