@@ -291,6 +291,7 @@ def test_the_report_names_the_checkpoint_and_warns_when_validation_is_training(o
     s = Surrogate.load(overfit_run)
     notes = " ".join(checkpoint_notes(s))
     assert f"the weights of the lowest validation loss: epoch {s.config['best_epoch']}" in notes
+    assert "huber in training units" in notes
     assert f"of a run trained to epoch {EPOCHS - 1}" in notes and "train_split is 1.0" not in notes
     run = Path(shutil.copytree(overfit_run, tmp_path / "all_rows"))
     state = load_checkpoint(run / "checkpoints" / "best.ckpt")

@@ -166,11 +166,13 @@ def checkpoint_notes(s: Surrogate) -> list[str]:
     from ..runs.folder import BEST_FILE, list_checkpoints
 
     cfg, name = s.config, s.checkpoint.name if s.checkpoint is not None else ""
+    split = cfg.get("split") or {}
     last = list_checkpoints(s.folder.root) if not s.folder.is_stray else []
     trained = f" of a run trained to epoch {int(last[-1].stem[3:])}" if last else ""
     if name == BEST_FILE and "best_epoch" in cfg:
+        loss = (cfg.get("loss") or {}).get("recon_type", "mse") if float(split.get("train_split", 1.0)) < 1.0 else "mse"
         what = (f"the weights of the lowest validation loss: epoch {int(cfg['best_epoch'])} (validation loss "
-                f"{_fmt(cfg.get('best_val'))}, MSE in training units){trained}; every command uses best.ckpt "
+                f"{_fmt(cfg.get('best_val'))}, {loss} in training units){trained}; every command uses best.ckpt "
                 "when a run has one")
     elif name == BEST_FILE:
         what = "the fitted model"
@@ -179,7 +181,6 @@ def checkpoint_notes(s: Surrogate) -> list[str]:
     else:
         what = "the checkpoint named"
     notes = [f"<p>Model: <code>{html.escape(name)}</code>, {html.escape(what)}.</p>"]
-    split = cfg.get("split") or {}
     if name == BEST_FILE and "best_epoch" in cfg and float(split.get("train_split", 0.0)) >= 1.0:
         notes.append('<p class="note">data.train_split is 1.0: the validation rows are the training rows, so '
                      "best.ckpt is the epoch of the lowest training error and cannot guard against overfitting; "
