@@ -30,7 +30,12 @@ OLD_ENGINES = {"off": "reference", "jacobian": "eager", "fused": "eager", "compi
 OLD_KEYS = ("trainer.compile",)  # still read (renamed trainer.engine)
 FIT_KINDS = ("mlp", "ensemble", "gp", "robust_gp")  # model kinds that fit directly (model/kinds.py)
 MODEL_KINDS = (*FIT_KINDS, "auto")                  # auto: cross-validation picks one of FIT_KINDS
-GP_MAX_ROWS = 3000  # exact GP limit (rows); measured in benchmarks/RESULTS.md, Model kinds
+# Exact GP limit (training rows), set by time, not memory (benchmarks/RESULTS.md, "Gaussian
+# processes"): one likelihood+gradient evaluation costs 0.34 / 2.1 / 6.7 / 26 CPU s at
+# 1000 / 2000 / 3000 / 5000 rows (13 inputs, peak 0.5 / 1.1 / 1.2 / 2.9 GB) and a fit takes
+# ~100 of them per start, so 2000 rows is minutes per fit while 3000 is over 10 min per
+# start and auto's cross-validation repeats it per fold.
+GP_MAX_ROWS = 2000
 
 
 # Limits of what a config (or sweep space) file may make rollfit do before validation.
