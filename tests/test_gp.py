@@ -273,3 +273,17 @@ def test_c_header_of_the_gp_mean_compiles_and_matches_forward(two_output_gp, tmp
     x = (torch.rand(40, 2, dtype=DT) * 2.4 - 1.2).float().double()
     y = run_driver(compile_driver(header, info, tmp_path, cc), x.numpy())
     np.testing.assert_allclose(y, two_output_gp.predict(x).numpy(), rtol=2e-6, atol=2e-6)
+
+
+def test_flagged_rows_are_recorded_with_their_param_idx_and_output():
+    from types import SimpleNamespace
+
+    from rollfit.training.gp_fit import GPFitter
+
+    fitter = GPFitter.__new__(GPFitter)
+    fitter.ctx = SimpleNamespace(data=SimpleNamespace(train=SimpleNamespace(rows=np.array([0, 2, 5, 7]))),
+                                 cfg=SimpleNamespace(data=SimpleNamespace(out_lbl=["cot", "speed"])),
+                                 table=SimpleNamespace(param_idx=np.array([10, 11, 12, 13, 14, 15, 16, 17])))
+    model = SimpleNamespace(outliers=lambda: [(1, 0), (3, 1)])
+    assert fitter.outliers(model) == [{"row": 1, "param_idx": 12, "output": "cot"},
+                                      {"row": 3, "param_idx": 17, "output": "speed"}]
