@@ -143,6 +143,9 @@ def test_export_module_equals_forward_without_gpytorch(two_output_gp, sin_gp):
         x = torch.rand(64, d, dtype=DT) * 2.5 - 1.25
         torch.testing.assert_close(mean(x), model.predict(x), rtol=1e-7, atol=1e-8)
         torch.testing.assert_close(mean(model.train_x[:3]), model.predict(model.train_x[:3]), rtol=1e-7, atol=1e-8)
+        # float32 inputs (ONNX's interface): float32 out, summed in float64 inside
+        assert mean.alpha.dtype == DT and mean(x.float()).dtype == torch.float32
+        torch.testing.assert_close(mean(x.float()).double(), model.predict(x.float().double()), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

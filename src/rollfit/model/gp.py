@@ -458,11 +458,16 @@ class GPMean(nn.Module):
         return cls(*(torch.stack(p) for p in zip(*parts)))
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, D) raw inputs -> (B, K) means, in ``x``'s dtype; computed in the buffers' dtype
+        (float64: keep it, the weights of a GP of noise-free data are large and of both signs,
+        so a float32 sum loses the mean; float32 inputs are fine)."""
+        dtype = x.dtype
+        x = x.to(self.rows.dtype)
         z = (x[None, :, :] - self.offset[:, None, :]) * self.scale[:, None, :]           # (K, B, D)
         d2 = (z[:, :, None, :] - self.rows[:, None, :, :]).square().sum(-1)               # (K, B, N)
         r = d2.clamp_min(1e-30).sqrt()
         k = (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)
-        return (k * self.alpha[:, None, :]).sum(-1).transpose(0, 1) + self.bias
+        return ((k * self.alpha[:, None, :]).sum(-1).transpose(0, 1) + self.bias).to(dtype)
 
 
 def _terms(gp, train_x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
