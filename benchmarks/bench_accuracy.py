@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -279,9 +280,16 @@ def load_results(path: Path, fresh: bool) -> dict[str, Any]:
     return {"cells": {}}
 
 
+def public_command(command: str) -> str:
+    """The command without the folders it named (--output, --merge): results hold no machine paths."""
+    return re.sub(r"\s--(output|merge)(=|\s+)\S+", "", command)
+
+
 def merge(results: dict[str, Any], other: dict[str, Any]) -> None:
     """Take ``other``'s cells (and problem descriptions) into ``results``; ``other`` wins a cell both have."""
     for name, cells in other.get("cells", {}).items():
+        for cell in cells.values():
+            cell["command"] = public_command(cell.get("command", ""))
         results["cells"].setdefault(name, {}).update(cells)
     results.setdefault("problems", {}).update(other.get("problems", {}))
 
@@ -343,7 +351,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = public_command("python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     out = args.output or (Path(tempfile.mkdtemp(prefix="rollfit-acc-")) if args.quick else RESULTS)
     results = load_results(out / "accuracy.json", args.fresh)
     for other in args.merge:

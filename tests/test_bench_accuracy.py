@@ -91,3 +91,10 @@ def test_the_readme_quotes_the_generated_results_table():
     assert m is not None, "README.md has no <!-- accuracy:start --> ... <!-- accuracy:end --> block"
     assert m.group(1) == table
     assert bench.markdown(json.loads((REPO / "benchmarks" / "results" / "accuracy.json").read_text())) == table
+
+
+def test_results_name_no_machine_paths():
+    assert bench.public_command("python benchmarks/bench_accuracy.py --kinds gp --output /x/y --merge /z") == \
+        "python benchmarks/bench_accuracy.py --kinds gp"
+    text = (REPO / "benchmarks" / "results" / "accuracy.json").read_text()
+    assert "/tmp/" not in text and "/work/" not in text and "/home/" not in text
