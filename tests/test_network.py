@@ -145,8 +145,12 @@ def test_seed_snippet_model_x_is_physical_for_original_and_rollfit_runs(fixtures
     with torch.no_grad():
         np.testing.assert_allclose(original(torch.as_tensor(ref["X"])).numpy(), ref["Y"], rtol=1e-5)
         np.testing.assert_allclose(as_snippet(torch.as_tensor(ref["X"])).numpy(), ref["Y"], rtol=1e-5)
-    model, config = snippet(list_checkpoints(trained_run)[-1])
+    newest = list_checkpoints(trained_run)[-1]
+    model, config = snippet(newest)
     x = torch.tensor([[0.9, 1.0], [1.1, 1.05]])
+    with torch.no_grad():  # the same checkpoint (a run folder loads best.ckpt when it has one)
+        np.testing.assert_allclose(model(x).numpy(), Surrogate.load(newest).predict(x.numpy()), rtol=1e-6)
+    best, _ = snippet(trained_run / "checkpoints" / "best.ckpt")
     with torch.no_grad():
-        np.testing.assert_allclose(model(x).numpy(), Surrogate.load(trained_run).predict(x.numpy()), rtol=1e-6)
+        np.testing.assert_allclose(best(x).numpy(), Surrogate.load(trained_run).predict(x.numpy()), rtol=1e-6)
     assert config["resolved"]["engine"] == "eager" and config["resolved"]["torch"] == torch.__version__
