@@ -290,3 +290,19 @@ def test_flagged_rows_are_recorded_with_their_param_idx_and_output():
     model = SimpleNamespace(outliers=lambda: [(1, 0), (3, 1)])
     assert fitter.outliers(model) == [{"row": 1, "param_idx": 12, "output": "cot"},
                                       {"row": 3, "param_idx": 17, "output": "speed"}]
+
+
+def test_a_fit_where_every_start_fails_is_a_one_line_error(monkeypatch):
+    from botorch.exceptions.errors import ModelFittingError
+
+    from rollfit.errors import TrainingError
+
+    def failing(*args, **kwargs):
+        raise ModelFittingError("All attempts to fit the model have failed.")
+
+    monkeypatch.setattr("botorch.fit.fit_gpytorch_mll", failing)
+    x, y = _sin_data(8)
+    with pytest.raises(TrainingError) as err:
+        G.GPSurrogate(x, y, settings=FAST).fit()
+    assert str(err.value).startswith("gp fit: expected a finite marginal likelihood from at least one start, but "
+                                     "every start failed (last: ModelFittingError: All attempts")

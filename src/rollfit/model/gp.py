@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TrainingError
 from .kinds import KindSpec, as_input, register_kind
 
 DTYPE = torch.float64
@@ -100,7 +100,6 @@ def _log_positive(lower: float, initial: float):
 def _kernel(d: int, prior_name: str):
     """Matern-5/2 with one length scale per input, times an output scale."""
     from gpytorch.kernels import MaternKernel, ScaleKernel
-
     from gpytorch.priors import LogNormalPrior
 
     prior = LogNormalPrior(math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3)) if prior_name == "dim_scaled" else None
@@ -202,7 +201,7 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
     BoTorch's ``fit_gpytorch_mll``; keeps the best start. Returns its MLL per row.
 
     A start whose optimization fails (a non-PSD matrix, an optimizer error) is skipped; when
-    all fail, the error of the last one is raised.
+    all fail, a one-line ``TrainingError`` names the last failure.
     """
     import copy
 
@@ -242,7 +241,10 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
         if math.isfinite(value) and value > best:
             best, best_state = value, _snapshot(model)
     if best_state is None:
-        raise error if error is not None else RuntimeError("fit_gp: no start gave a finite likelihood")
+        last = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}" if error else "no finite value"
+        raise TrainingError(f"gp fit: expected a finite marginal likelihood from at least one start, but every start "
+                            f"failed (last: {last}); check the training rows for duplicates with different values "
+                            f"or non-finite numbers")
     _restore(model, best_state)
     model.eval()
     return best
