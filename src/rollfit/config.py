@@ -32,9 +32,9 @@ FIT_KINDS = ("mlp", "ensemble", "gp", "robust_gp")  # model kinds that fit direc
 MODEL_KINDS = (*FIT_KINDS, "auto")                  # auto: cross-validation picks one of FIT_KINDS
 # Exact GP limit (training rows), set by time, not memory (benchmarks/RESULTS.md, "Gaussian
 # processes"): one likelihood+gradient evaluation costs 0.34 / 2.1 / 6.7 / 26 CPU s at
-# 1000 / 2000 / 3000 / 5000 rows (13 inputs, peak 0.5 / 1.1 / 1.2 / 2.9 GB) and a fit takes
-# ~100 of them per start, so 2000 rows is minutes per fit while 3000 is over 10 min per
-# start and auto's cross-validation repeats it per fold.
+# 1000 / 2000 / 3000 / 5000 rows (13 inputs, peak 0.5 / 1.1 / 1.2 / 2.9 GB) and a start takes
+# ~150 of them (1000 rows: 73 L-BFGS steps, 50 CPU s), so 2000 rows is ~5 min per start on one
+# core while 3000 is ~17 min, and auto's cross-validation repeats the fit per fold.
 GP_MAX_ROWS = 2000
 
 
