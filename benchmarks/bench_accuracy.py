@@ -209,9 +209,13 @@ def run_cell(model: str, problem: Problem, path: Path, work: Path, quick: bool, 
             else:
                 out = scores(problem, *PEER_FITS[model](problem, quick))
     except Exception as exc:  # reported in the table; the other cells still run
+        from rollfit.training.signals import TrainingInterrupted
+
+        if isinstance(exc, TrainingInterrupted):  # Ctrl-C or SIGTERM stops the benchmark, not just this cell
+            raise
         traceback.print_exc(limit=3)
-        return {"status": "error", "note": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                "seconds": round(time.perf_counter() - start, 2)}
+        why = (str(exc).splitlines() or [""])[0].replace(str(work.parent), "<tmp>")
+        return {"status": "error", "note": f"{type(exc).__name__}: {why}", "seconds": round(time.perf_counter() - start, 2)}
     return {"status": "ok", **out, "seconds": round(time.perf_counter() - start, 2)}
 
 
