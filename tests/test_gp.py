@@ -213,6 +213,7 @@ def test_cli_train_gp_end_to_end(tmp_path, demo_file, fast_fits):
     ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
     cfg = ckpt["config"]
     assert cfg["kind"] == "gp" and cfg["outliers"] == [] and cfg["activation"] == "gelu" and cfg["layers"] == []
+    assert cfg["gp_fit"]["starts"] == 1 and len(cfg["gp_fit"]["mll_per_row"]) == 1
     assert cfg["in_lbl"] == ["gait_stride", "gait_cadence"] and cfg["n_train"] == cfg["data_summary"]["train_rows"]
     log = next(p for p in (out / "logs").iterdir() if not p.name.endswith("_hparams.json"))
     rows = json.loads(log.read_text())

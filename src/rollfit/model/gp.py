@@ -191,8 +191,11 @@ def _quiet_scipy(mll, **kwargs):
         return fit_gpytorch_mll_scipy(mll, **kwargs)
 
 
-def starts(settings: GPSettings, rows: int) -> int:
-    """How many starts a fit of ``rows`` training rows makes (``GPSettings``)."""
+def starts(settings: GPSettings, rows: int, robust: bool = False) -> int:
+    """How many starts a fit of ``rows`` training rows makes (``GPSettings``); relevance
+    pursuit (``robust``) is one start: it refits once per outlier fraction already."""
+    if robust:
+        return 1
     return max(1, settings.restarts if rows <= settings.few_starts_above else min(settings.restarts, settings.few_starts))
 
 
@@ -214,7 +217,7 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     initial = copy.deepcopy(model.state_dict())
     best, best_state, error = -math.inf, None, None
-    for start in range(1 if robust else starts(settings, model.train_targets.shape[-1])):
+    for start in range(starts(settings, model.train_targets.shape[-1], robust)):
         model.train()
         model.load_state_dict(initial)
         if start > 0:

@@ -102,7 +102,7 @@ class GPFitter:
         config = {**model.constructor_args(), **ctx.meta, "kind": self.kind,
                   "outliers": self.outliers(model), "best_epoch": 0, "best_val": row["loss/val"],
                   "gp_fit": {"mll_per_row": [float(v) for v in mll], "seconds": row["fit_seconds"],
-                             "starts": gp_model.starts(model.settings, int(model.train_x.shape[0]))}}
+                             "starts": gp_model.starts(model.settings, int(model.train_x.shape[0]), model.robust)}}
         return {"epoch": 0, "model_state_dict": model.state_dict(), "config": config}
 
     def outliers(self, model: gp_model.GPSurrogate) -> list[dict[str, Any]]:
