@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rollfit.analysis.surrogate import Surrogate
@@ -67,7 +66,7 @@ def main() -> None:
     s = Surrogate.load(args.run)
     x = torch.as_tensor(s.as_matrix({k: [(lo + hi) / 2] for k, (lo, hi) in s.bounds.items()}))
     with tempfile.TemporaryDirectory() as tmp:
-        header = export(args.run, "c", Path(tmp) / "bench.h").path
+        export(args.run, "c", Path(tmp) / "bench.h")  # loop.c includes bench.h
         (Path(tmp) / "loop.c").write_text(LOOP_C % args.calls)
         subprocess.run([shutil.which("cc") or "cc", "-std=c99", "-O2", "-I", tmp, str(Path(tmp) / "loop.c"),
                         "-o", str(Path(tmp) / "loop"), "-lm"], check=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 ORDER = 9
 
 import argparse
-import sys
 from pathlib import Path
 
 from .args import SEED, add_list, check_paths, check_run, command, integer

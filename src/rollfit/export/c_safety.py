@@ -17,7 +17,6 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import OutputError
 
