@@ -279,7 +279,7 @@ def test_activation_flag_must_agree_with_the_record(tmp_path, trained_run):
     assert str(exc.value) == (f"--activation: expected 'silu' as recorded in {run.resolve() / 'config.yaml'}, "
                               "but got 'relu'; drop the flag")
     assert load_model(run, activation="silu")[1]["activation"] == "silu"
-    with pytest.raises(CheckpointError, match=r"^--activation: expected 'gelu' as recorded in .*ep_\d+\.ckpt, but got 'tanh'"):
+    with pytest.raises(CheckpointError, match=r"^--activation: expected 'gelu' as recorded in .*best\.ckpt, but got 'tanh'"):
         load_model(trained_run, activation="tanh")
     with pytest.raises(CheckpointError) as exc:
         load_model(run, activation="selu")
@@ -387,8 +387,9 @@ def test_seed_snippet_loads_a_rollfit_checkpoint(trained_run):
     original's RegressionNet (OriginalNet) and rollfit's."""
     from rollfit.model.network import RegressionNet as RollfitNet
 
-    path = sorted((trained_run / "checkpoints").glob("ep_*.ckpt"))[-1]
+    path = trained_run / "checkpoints" / "best.ckpt"  # what the run folder means (Surrogate.load's choice)
     s = Surrogate.load(trained_run)
+    assert s.checkpoint == path
     x = torch.as_tensor(s.as_matrix({"gait_cadence": [0.9, 1.0, 1.1], "gait_stride": [1.0, 1.05, 0.95]}))
     for RegressionNet in (OriginalNet, RollfitNet):
         checkpoint = torch.load(str(path))
