@@ -33,8 +33,9 @@ MODEL_KINDS = (*FIT_KINDS, "auto")                  # auto: cross-validation pic
 # Exact GP limit (training rows), set by time, not memory (benchmarks/RESULTS.md, "Gaussian
 # processes"): one likelihood+gradient evaluation costs 0.34 / 2.1 / 6.7 / 26 CPU s at
 # 1000 / 2000 / 3000 / 5000 rows (13 inputs, peak 0.5 / 1.1 / 1.2 / 2.9 GB) and a start takes
-# ~150 of them (1000 rows: 73 L-BFGS steps, 50 CPU s), so 2000 rows is ~5 min per start on one
-# core while 3000 is ~17 min, and auto's cross-validation repeats the fit per fold.
+# ~150 of them (1000 rows: 73 L-BFGS steps, 50 CPU s; 2000 rows: 69 steps, 272 CPU s), so 2000 rows is
+# ~5 min per start on one core while 3000 is ~17 min, and auto's cross-validation repeats the
+# fit per fold.
 GP_MAX_ROWS = 2000
 
 
