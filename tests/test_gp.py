@@ -162,7 +162,7 @@ def test_robust_gp_flags_planted_outliers():
     plain.fit()
     xt = torch.rand(400, 2, dtype=DT) * 2.0 - 1.0
     truth = _surface(xt)[:, :1]
-    rmse = lambda m: float((m.predict(xt) - truth).square().mean().sqrt())  # noqa: E731
+    rmse = lambda m: float((m.predict(xt) - truth).square().mean().sqrt())
     assert rmse(robust) < 0.5 * rmse(plain)
     again = _reload(robust)  # the outlier support comes back with the checkpoint
     assert again.outliers() == robust.outliers()
@@ -237,8 +237,8 @@ def test_cli_row_limit_is_a_one_line_error_and_leaves_no_run(tmp_path, demo_file
 
 
 def test_an_interrupted_fit_leaves_no_checkpoint(tmp_path, demo_file, monkeypatch):
-    from rollfit.pipeline.run import train
     from rollfit.config import load_config
+    from rollfit.pipeline.run import train
 
     def interrupted(self):
         raise KeyboardInterrupt

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -123,7 +124,9 @@ def make_gp(x: Tensor, y: Tensor, robust: bool = False, support: Sequence[int] =
     """
     from botorch.exceptions.warnings import InputDataWarning
     from botorch.models import SingleTaskGP
-    from botorch.models.robust_relevance_pursuit_model import RobustRelevancePursuitSingleTaskGP
+    from botorch.models.robust_relevance_pursuit_model import (
+        RobustRelevancePursuitSingleTaskGP,
+    )
     from botorch.models.transforms.input import Normalize
     from botorch.models.transforms.outcome import Standardize
 
@@ -302,9 +305,9 @@ class GPSurrogate(nn.Module):
     """
 
     def __init__(self, train_x: Tensor, train_y: Tensor, robust: bool = False,
-                 outlier_support: Optional[Sequence[Sequence[int]]] = None, activation: str = "gelu",
-                 input_mean: Optional[Tensor] = None, input_std: Optional[Tensor] = None,
-                 target_mean: Optional[Tensor] = None, target_std: Optional[Tensor] = None,
+                 outlier_support: Sequence[Sequence[int]] | None = None, activation: str = "gelu",
+                 input_mean: Tensor | None = None, input_std: Tensor | None = None,
+                 target_mean: Tensor | None = None, target_std: Tensor | None = None,
                  settings: GPSettings = DEFAULT_SETTINGS):
         super().__init__()
         x, y = torch.as_tensor(train_x, dtype=DTYPE), torch.as_tensor(train_y, dtype=DTYPE)
@@ -413,7 +416,7 @@ class GPSurrogate(nn.Module):
         """(training row, output index) of every row a robust GP flagged, sorted."""
         return sorted((int(i), j) for j, s in enumerate(self.outlier_support) for i in s)
 
-    def export_module(self) -> "GPMean":
+    def export_module(self) -> GPMean:
         """The posterior mean as a plain torch module (no GPyTorch inside), for the exports."""
         return GPMean.of(self)
 
@@ -427,7 +430,7 @@ def _spread(v: Tensor) -> Tensor:
     return torch.where(s > 0, s, torch.ones_like(s))
 
 
-def _stat(value: Optional[Tensor | Sequence[float]], default: Tensor) -> Tensor:
+def _stat(value: Tensor | Sequence[float] | None, default: Tensor) -> Tensor:
     return (default if value is None else torch.as_tensor(value, dtype=DTYPE).reshape(-1)).clone().to(DTYPE)
 
 
@@ -455,7 +458,7 @@ class GPMean(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def of(cls, model: GPSurrogate) -> "GPMean":
+    def of(cls, model: GPSurrogate) -> GPMean:
         """The kernel sum of ``model``'s fitted GPs (prediction caches computed if needed)."""
         model.eval()
         model.forward(model.train_x[:1])  # fills each GP's prediction cache

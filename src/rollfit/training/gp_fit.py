@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ class GPFitter:
         self.ctx = ctx
         self.kind = ctx.cfg.model.kind
         self.start_epoch = 0
-        self.last_checkpoint: Optional[Path] = None
-        self.model: Optional[gp_model.GPSurrogate] = None
+        self.last_checkpoint: Path | None = None
+        self.model: gp_model.GPSurrogate | None = None
         check_rows(self.kind, len(ctx.data.train), ctx.cfg.model.gp_max_rows)
 
     def _rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
