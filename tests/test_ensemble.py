@@ -243,8 +243,9 @@ def _train(table, engine, *overrides, epochs=30):
     return weights, hist, tr
 
 
-@pytest.mark.parametrize("overrides", [(), ("data.train_split=0.8", "trainer.grad_space=raw"),
-                                       ("data.batch_size=64", "data.train_split=0.8"),
+@pytest.mark.parametrize("overrides", [("model.bootstrap=false",),
+                                       ("data.train_split=0.8", "trainer.grad_space=raw", "model.bootstrap=false"),
+                                       ("data.batch_size=64", "data.train_split=0.8", "model.bootstrap=false"),
                                        ("model.bootstrap=true",), ("model.bootstrap=true", "data.batch_size=100")],
                          ids=["full-batch", "val-split", "minibatches", "bootstrap", "bootstrap-minibatches"])
 def test_the_fused_engine_trains_an_ensemble_like_autograd(demo_table, overrides):
@@ -324,7 +325,7 @@ def test_training_without_held_out_rows_says_the_intervals_are_calibrated_on_tra
     from rollfit.training.step import TRAINING_ROWS_NOTE
 
     with pytest.warns(UserWarning) as record:
-        _, _, tr = _train(demo_table, "eager", epochs=2)
+        _, _, tr = _train(demo_table, "eager", "model.bootstrap=false", epochs=2)
     assert [str(w.message) for w in record if "held-out" in str(w.message)] == [TRAINING_ROWS_NOTE]
     tr.model.calibrate()
     assert tr.model.calibration.startswith("training rows (") and float(tr.model.std_scale) == 1.0

@@ -134,7 +134,10 @@ class ModelConfig(_Section):
         "down-weights gross outliers), auto (cross-validation picks among model.auto_candidates); "
         "README, Choosing a model.")
     members: int = Field(8, ge=2, le=64, description="ensemble: number of networks, trained together as one batched network.")
-    bootstrap: bool = Field(False, description="ensemble: each member weighs the rows by its own bootstrap resample.")
+    bootstrap: bool = Field(
+        True, description="ensemble: each member trains on its own bootstrap resample of the rows; without held-out "
+        "rows (data.train_split 1.0) the rows a member did not draw calibrate the std (false: all members see every "
+        "row, and the std is calibrated on the validation rows, or on the training rows, which under-covers).")
     gp_max_rows: int = Field(
         GP_MAX_ROWS, ge=2, description="gp, robust_gp: most training rows an exact GP is fitted to (its memory and "
         "time grow as rows^2 and rows^3); auto skips GPs above it with a note, gp refuses.")
