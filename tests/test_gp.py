@@ -307,3 +307,29 @@ def test_a_fit_where_every_start_fails_is_a_one_line_error(monkeypatch):
         G.GPSurrogate(x, y, settings=FAST).fit()
     assert str(err.value).startswith("gp fit: expected a finite marginal likelihood from at least one start, but "
                                      "every start failed (last: ModelFittingError: All attempts")
+
+
+def test_the_report_lists_the_rows_a_robust_gp_flagged():
+    from rollfit.analysis.report import outliers_section
+
+    flagged = [{"row": 1, "param_idx": 12, "output": "cot"}, {"row": 3, "param_idx": 17, "output": "cot"}]
+    html = "".join(outliers_section(flagged, "robust_gp"))
+    assert "flagged 2 training row(s) as gross outliers" in html
+    assert '<td class="num">12</td><td>cot</td><td class="num">1</td>' in html and '<td class="num">17</td>' in html
+    assert "flagged no training row" in "".join(outliers_section([], "robust_gp"))
+    assert outliers_section([], "gp") == [] and outliers_section(None, "robust_gp") == []
+
+
+def test_train_prints_the_flagged_groups_and_autos_choice(monkeypatch):
+    import rollfit.runs.checkpoint as ckpt_io
+    from rollfit.cli.train import model_lines
+
+    cfg = {"kind": "robust_gp", "auto": {"folds": 5, "chosen": "robust_gp"},
+           "outliers": [{"row": 1, "param_idx": 12, "output": "a"}, {"row": 1, "param_idx": 12, "output": "b"},
+                        {"row": 4, "param_idx": 3, "output": "a"}]}
+    monkeypatch.setattr(ckpt_io, "load_checkpoint", lambda path: {"config": cfg})
+    assert model_lines("best.ckpt") == [
+        "auto chose robust_gp by 5-fold cross-validation (table: metrics_auto_cv.json, report.html)",
+        "outliers flagged by robust_gp: 2 group(s): param_idx 3, 12"]
+    cfg = {"kind": "gp", "outliers": []}
+    assert model_lines("best.ckpt") == []

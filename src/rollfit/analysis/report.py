@@ -106,6 +106,20 @@ def auto_section(auto: Optional[Mapping[str, Any]]) -> list[str]:
             _table(["candidate", *[f"fold {i + 1}" for i in range(k)], "pooled", "best epochs", "seconds"], rows)]
 
 
+def outliers_section(outliers: Optional[Sequence[Mapping[str, Any]]], kind: str = "") -> list[str]:
+    """HTML of the training rows a robust GP flagged as gross outliers (the checkpoint's
+    ``outliers``: training row, param_idx, output), so that they can be checked in the files."""
+    if outliers is None or kind != "robust_gp":
+        return []
+    if not outliers:
+        return ["<h2>Outliers</h2>", "<p>The robust GP flagged no training row as a gross outlier.</p>"]
+    rows = [[o.get("param_idx"), o.get("output"), o.get("row")] for o in outliers]
+    return ["<h2>Outliers</h2>",
+            f"<p>The robust GP flagged {len(rows)} training row(s) as gross outliers and down-weighted them "
+            "(a failed simulation marked successful, a logging error): check these groups in the rollout files.</p>",
+            _table(["param_idx", "output", "training row"], rows)]
+
+
 def _image(name: str, png: bytes) -> str:
     """A figure with the PNG embedded as a data: URI and a caption saying what it shows."""
     kind = name.split("_", 1)[0]
@@ -119,7 +133,8 @@ def _image(name: str, png: bytes) -> str:
 def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str, Any], evaluation: Evaluation,
                 images: Mapping[str, bytes], cv_json: Optional[Mapping[str, Any]] = None,
                 checkpoint: str = "", auto: Optional[Mapping[str, Any]] = None,
-                checkpoint_info: Sequence[str] = ()) -> str:
+                checkpoint_info: Sequence[str] = (), outliers: Optional[Sequence[Mapping[str, Any]]] = None,
+                kind: str = "") -> str:
     """The whole page as a string (pure: no files read or written)."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>checkpoint <code>{html.escape(checkpoint)}</code>; written "
@@ -142,6 +157,7 @@ def report_html(title: str, run_config: Mapping[str, Any], summary: Mapping[str,
                   "<p>All out-of-fold predictions together:</p>",
                   _table(["output", *METRICS], metrics_rows(cv_json.get("pooled") or {}))]
     parts += auto_section(auto)
+    parts += outliers_section(outliers, kind)
     parts.append("<h2>Plots</h2>")
     parts += [_image(name, png) for name, png in images.items()]
     config_text = yaml.safe_dump(dict(run_config), sort_keys=False) if run_config else "(none)"
@@ -214,7 +230,8 @@ def write_run_report(run: str | Path | Surrogate, table=None, pairs: Optional[Se
         "files": list(table.files)}
     page = report_html(f"rollfit report: {folder.root.name}", s.config.get("run_config") or {}, summary,
                        evaluation, images, _read_cv(folder.metrics("cv")), checkpoint=str(s.checkpoint.name),
-                       auto=s.config.get("auto"), checkpoint_info=checkpoint_notes(s))
+                       auto=s.config.get("auto"), checkpoint_info=checkpoint_notes(s),
+                       outliers=s.config.get("outliers"), kind=str(s.config.get("kind", "mlp")))
     path = folder.report
     atomic_write_text(path, page)
     return path

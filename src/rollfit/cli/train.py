@@ -116,7 +116,26 @@ def run(args: argparse.Namespace) -> int:
           f"loss/val {m.get('loss/val', float('nan')):.5g}")
     print(f"run folder: {result.run_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")
+    for line in model_lines(result.last_checkpoint):
+        print(line)
     return 0
+
+
+def model_lines(path) -> list[str]:
+    """What the fitted model's checkpoint says beyond the losses: the kind ``auto`` chose and the
+    rows a robust GP flagged as gross outliers (their param_idx, to look them up in the files)."""
+    from ..runs.checkpoint import load_checkpoint
+
+    cfg = load_checkpoint(path)["config"] if path is not None else {}
+    lines = []
+    if cfg.get("auto"):
+        lines.append(f"auto chose {cfg.get('kind')} by {cfg['auto'].get('folds', '?')}-fold cross-validation "
+                     "(table: metrics_auto_cv.json, report.html)")
+    if cfg.get("kind") == "robust_gp":
+        flagged = sorted({int(o["param_idx"]) for o in cfg.get("outliers") or []})
+        shown = ", ".join(map(str, flagged[:20])) + (f" (+{len(flagged) - 20} more)" if len(flagged) > 20 else "")
+        lines.append(f"outliers flagged by robust_gp: {len(flagged)} group(s)" + (f": param_idx {shown}" if flagged else ""))
+    return lines
 
 
 def launch_workers(args: argparse.Namespace) -> int:
