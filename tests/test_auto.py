@@ -173,3 +173,16 @@ def test_an_interrupted_auto_run_resumes_its_chosen_kind_with_the_chosen_budget(
     assert result.last_checkpoint.name == f"ep_{budget - 1:06d}.ckpt"
     again = Surrogate.load(result.last_checkpoint).config
     assert again["auto"] == done and kind_of(again) == "mlp"
+
+
+def test_a_score_within_one_percent_is_a_tie_won_by_the_earlier_candidate():
+    from rollfit.pipeline.auto import CandidateResult, pick
+
+    def r(kind, cv):
+        return CandidateResult(kind, [cv], cv, None, 1.0)
+
+    # borehole_500's measured scores: robust_gp lower by 0.05%, gp first in the candidates
+    assert pick([r("gp", 0.0018531), r("robust_gp", 0.0018522), r("ensemble", 0.0151)]).kind == "gp"
+    assert pick([r("gp", 0.0200), r("robust_gp", 0.0100), r("ensemble", 0.0101)]).kind == "robust_gp"
+    assert pick([r("gp", 0.00999), r("robust_gp", 0.0200), r("ensemble", 0.0099)]).kind == "gp"
+    assert pick([r("gp", 0.0102), r("robust_gp", 0.0200), r("ensemble", 0.0100)]).kind == "ensemble"

@@ -100,7 +100,7 @@ def auto_section(auto: Optional[Mapping[str, Any]]) -> list[str]:
     notes = "".join(f'<p class="note">{html.escape(str(n))}</p>' for n in (auto.get("skipped") or {}).values())
     return [f"<h2>Model choice (model.kind auto): {html.escape(str(auto.get('chosen')))}</h2>",
             f"<p>{k}-fold cross-validation of the candidates on the training rows; score: "
-            f"{html.escape(str(auto.get('score', '')))}. Lowest wins; it was fitted again on all training rows"
+            f"{html.escape(str(auto.get('score', '')))}. Lowest wins (within 1% of it, the earlier candidate); it was fitted again on all training rows"
             + (f" for {int(auto['max_epochs'])} epochs (the folds' median best epoch)" if auto.get("max_epochs") else "")
             + ".</p>", notes,
             _table(["candidate", *[f"fold {i + 1}" for i in range(k)], "pooled", "best epochs", "seconds"], rows)]

@@ -7,7 +7,7 @@ its own kind's fitter (``pipeline.fitting.FITTERS``), each time on K-1 folds, in
 temporary run folder under the run folder (``auto_cv/``, removed after), and scored on the
 held-out fold. The score is the RMSE of each output divided by that output's standard
 deviation over the training rows, averaged over outputs; the candidate with the lowest
-pooled out-of-fold score wins (ties: the earlier candidate), and is fitted again on all
+pooled out-of-fold score wins (within 1% of it: the earlier candidate), and is fitted again on all
 training rows into the run folder itself.
 
 Network candidates (``mlp``, ``ensemble``) stop early within each fold on its held-out
@@ -48,6 +48,7 @@ from .fitting import FitContext, make_fitter
 
 GP_KINDS = ("gp", "robust_gp")
 NETWORK_KINDS = ("mlp", "ensemble")
+TIE = 0.01            # scores within 1% of the lowest count as a tie, won by the earlier candidate (see pick)
 AUTO_PATIENCE = 500   # early-stopping patience (epochs) of network candidates in the folds, when the config sets none
 CV_FOLDER = "auto_cv"  # temporary folder of the fold fits, inside the run folder
 CV_FILE = "auto_cv"    # the table: RunFolder.metrics(CV_FILE) = metrics_auto_cv.json
@@ -140,11 +141,19 @@ def choose(ctx: FitContext) -> dict[str, Any]:
     y = table.targets[rows].astype(np.float64)
     scale = np.asarray(normalization_stats(y, table.out_lbl)[1], np.float64)
     results = [cross_validate_kind(ctx, kind, rows, folds, scale) for kind in kinds]
-    best = min(results, key=lambda r: r.cv)  # min keeps the first of equal scores: candidate order breaks ties
+    best = pick(results)
     return {"candidates": list(cfg.model.auto_candidates), "chosen": best.kind, "folds": int(k),
             "score": "out-of-fold RMSE / std of the output over the training rows, averaged over outputs",
             "table": {r.kind: r.to_json() for r in results}, "skipped": skipped,
             "max_epochs": final_epochs(best, cfg)}
+
+
+def pick(results: list[CandidateResult], tie: float = TIE) -> CandidateResult:
+    """The lowest score, except that a candidate within ``tie`` (relative) of it that comes
+    earlier in ``model.auto_candidates`` wins: a difference that small is fold noise, and the
+    earlier candidates are the simpler, faster ones (gp before robust_gp before ensemble)."""
+    lowest = min(r.cv for r in results)
+    return next(r for r in results if r.cv <= lowest * (1.0 + tie))
 
 
 def final_epochs(result: CandidateResult, cfg: Config) -> Optional[int]:
