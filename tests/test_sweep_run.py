@@ -45,7 +45,9 @@ def test_one_complete_run_folder_per_trial(sweep):
         assert cfg.trainer.lr == pytest.approx(float(row["trainer.lr"]))
         assert cfg.model.layers == json.loads(row["model.layers"])
         model, _, ckpt = load_model(run)  # every trial is a usable run folder, stopped early or not
-        assert model.constructor_args()["layers"] == cfg.model.layers and ckpt in list_checkpoints(run)
+        best = run / "checkpoints" / "best.ckpt"  # a run folder means its best epoch when it has one
+        assert model.constructor_args()["layers"] == cfg.model.layers
+        assert ckpt == best if best.is_file() else ckpt in list_checkpoints(run)
 
 
 def test_results_table_matches_what_each_run_logged(sweep):
