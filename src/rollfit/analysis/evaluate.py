@@ -23,9 +23,10 @@ import numpy as np
 
 from ..data.datamodule import split_indices
 from ..data.table import RolloutTable
-from ..errors import ConfigError, DataError, DataFileNotFound, OutputError
+from ..errors import ConfigError, DataError, OutputError
 from ..io import atomic_write_json
 from ..runs.folder import RunFolder
+from .rundata import check_data_exists, recorded_data_path, run_data_section
 from .surrogate import Surrogate
 
 METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
@@ -94,11 +95,6 @@ def metric_names(metrics: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- the run's data
-def run_data_section(config: dict[str, Any]) -> dict[str, Any]:
-    """The data section a run was trained with (``run_config.data``; empty if unknown)."""
-    return dict((config.get("run_config") or {}).get("data") or {})
-
-
 def run_split(config: dict[str, Any]) -> tuple[float, int]:
     """(train_split, split_seed) of a run: the checkpoint's record, else its config, else 1.0/0."""
     split = config.get("split") or {}
@@ -117,14 +113,6 @@ def _resolve_data_path(path: Any, run_dir: Optional[Path]) -> Any:
     return str(run_dir / p)
 
 
-def _check_data_exists(path: Any, surrogate: Surrogate) -> None:
-    """A run whose data files moved: say which config key named them and how to go on."""
-    for p in path if isinstance(path, list) else [path]:
-        if not any(ch in str(p) for ch in "*?[") and not Path(p).exists():
-            raise DataFileNotFound(f"{p}: expected the run's data (data.hdf5_path of the run "
-                                   f"{surrogate.run_dir}), but it does not exist; pass --hdf5 PATH")
-
-
 def load_run_table(surrogate: Surrogate, hdf5: Any = None) -> RolloutTable:
     """The rows a run trained on (its config's data files), or those of ``hdf5``.
 
@@ -133,13 +121,10 @@ def load_run_table(surrogate: Surrogate, hdf5: Any = None) -> RolloutTable:
     from ..data.reader import load_rollouts
 
     data, cfg = run_data_section(surrogate.config), surrogate.config
-    path = hdf5 if hdf5 is not None else data.get("hdf5_path")
-    if path is None:
-        raise ConfigError(f"{surrogate.checkpoint}: expected data.hdf5_path in the run's config, "
-                          "but it has none; pass --hdf5 PATH")
+    path = recorded_data_path(cfg, surrogate.checkpoint, hdf5)
     if hdf5 is None:
         path = _resolve_data_path(path, surrogate.run_dir)
-        _check_data_exists(path, surrogate)
+        check_data_exists(path, surrogate.run_dir)
     return load_rollouts(path, surrogate.in_lbl, surrogate.out_lbl,
                          aliases=data.get("aliases") or cfg.get("aliases") or {},
                          on_missing=data.get("on_missing", "error"), on_nonfinite=data.get("on_nonfinite", "error"),

@@ -50,11 +50,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, DataError, DataFileNotFound, did_you_mean, listing
+from ..errors import ConfigError, DataError, did_you_mean, listing
 from ..io import atomic_write_bytes, atomic_write_text
 from ..model.kinds import as_input
 from .constraints import Constraint, parse_constraint
 from .optimize import _data_paths, _fixed_columns, _search_box
+from .rundata import check_data_exists, recorded_data_path, run_data_section
 
 GOALS = ("explore", "minimize", "maximize")
 FORMATS = ("csv", "json")
@@ -388,22 +389,16 @@ def _shortest(v: float) -> float:
 
 def read_campaign(surrogate: Any, hdf5: Any = None) -> Campaign:
     """The run's training files (or ``hdf5``), read through ``rollfit.data`` with the run's
-    labels, aliases and policies, as ``evaluate.load_run_table`` reads them (not imported
-    from there: ``evaluate`` imports ``Surrogate``, whose ``suggest`` imports this module),
+    labels, aliases and policies, as ``evaluate.load_run_table`` reads them (the shared
+    part is ``rundata``: ``evaluate`` imports ``Surrogate``, whose ``suggest`` imports this module),
     with every parameter of the files instead of the model's inputs alone."""
     from ..data.reader import expand_paths, load_rollouts, read_header
 
-    data = dict((surrogate.config.get("run_config") or {}).get("data") or {})
-    path = hdf5 if hdf5 is not None else data.get("hdf5_path")
-    if path is None:
-        raise ConfigError(f"{surrogate.checkpoint}: expected data.hdf5_path in the run's config, but it has none; "
-                          "pass --hdf5 PATH")
+    data = run_data_section(surrogate.config)
+    path = recorded_data_path(surrogate.config, surrogate.checkpoint, hdf5)
     if hdf5 is None:
         path = _data_paths(path, surrogate.run_dir)
-        for p in path if isinstance(path, list) else [path]:
-            if not any(ch in str(p) for ch in "*?[") and not Path(p).exists():
-                raise DataFileNotFound(f"{p}: expected the run's data (data.hdf5_path of the run {surrogate.run_dir}), "
-                                       "but it does not exist; pass --hdf5 PATH")
+        check_data_exists(path, surrogate.run_dir)
     files = expand_paths(path)
     headers = [read_header(f) for f in files]
     names = list(headers[0].param_names)
