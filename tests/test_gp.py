@@ -82,6 +82,54 @@ def test_interval_coverage_of_new_observations_is_sane(two_output_gp):
     assert (rmse < 0.1).all(), rmse  # the noise std is 0.1
 
 
+def test_leave_one_out_residuals_equal_refits_without_the_row(two_output_gp):
+    """The closed form against its definition: the GP with the same hyperparameters
+    conditioned on every row but one, predicting that row (mean and observation std)."""
+    import copy
+
+    gp = two_output_gp.gps[0]
+    z = G.loo_residuals(gp)
+    gp.eval()
+    x, y = gp.train_inputs[0], gp.train_targets  # BoTorch keeps transformed rows in eval mode
+    for i in (0, 17, 79):
+        keep = torch.arange(len(y)) != i
+        held = copy.deepcopy(gp)
+        held.set_train_data(x[keep], y[keep], strict=False)
+        with torch.no_grad():
+            post = held(x[i:i + 1])
+        expected = (y[i] - post.mean) / (post.variance + gp.likelihood.noise).sqrt()
+        torch.testing.assert_close(z[i:i + 1], expected, rtol=1e-6, atol=1e-8)
+
+
+def test_calibration_narrows_the_too_wide_intervals_of_a_smooth_function():
+    """A noise-free smooth surface: maximum likelihood's std is far too wide (every held-out
+    point inside the 95% interval); the calibrated one covers about 95%, the mean unchanged."""
+    def truth(x):
+        return (torch.sin(2.0 * x[:, 0]) + torch.cos(3.0 * x[:, 1]) + 0.5 * x[:, 0] * x[:, 1])[:, None]
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(60, 2, generator=g, dtype=DT) * 2.0 - 1.0
+    xt = torch.rand(2000, 2, generator=g, dtype=DT) * 2.0 - 1.0
+    fits = {}
+    for level in (None, 0.95):
+        model = G.GPSurrogate(x, truth(x), settings=dataclasses.replace(FAST, calibration=level))
+        model.fit()
+        fits[level] = model
+    covered = {k: float(((truth(xt) - m.predict_std(xt)[0]).abs() <= 1.96 * m.predict_std(xt)[1]).double().mean())
+               for k, m in fits.items()}
+    assert covered[None] > 0.995 and 0.88 <= covered[0.95] <= 0.99, covered
+    assert float(fits[0.95].std_scale) < 0.7 and float(fits[None].std_scale) == 1.0
+    torch.testing.assert_close(fits[0.95].predict(xt), fits[None].predict(xt), rtol=0, atol=1e-12)
+    assert float(_reload(fits[0.95]).std_scale) == float(fits[0.95].std_scale)
+
+
+def test_a_checkpoint_from_before_calibration_loads_with_its_old_std(two_output_gp):
+    state = {k: v for k, v in two_output_gp.state_dict().items() if k != "std_scale"}
+    again = kind_spec("gp").build(two_output_gp.constructor_args())
+    again.load_state_dict(state, strict=True)
+    assert again.std_scale.tolist() == [1.0, 1.0]
+
+
 def test_forward_is_differentiable_and_matches_finite_differences(two_output_gp):
     x = torch.tensor([[0.2, -0.3], [-0.6, 0.5]], dtype=DT, requires_grad=True)
     two_output_gp(x)[:, 0].sum().backward()
