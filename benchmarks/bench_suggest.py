@@ -16,10 +16,11 @@ in for the simulator (noise std 1, each new rollout a gross outlier of +15..25 w
 probability 3%). Scores per round: RMSE of the refitted model's mean against the noise-free
 truth on a Latin-hypercube test design (explore, sobol, random), and simple regret, the
 noise-free value of the best point evaluated so far minus the true minimum (minimize,
-sobol, random). The model is the ``gp`` kind (``robust_gp`` on the noisy surface), fitted
-from one start instead of the kind's 5, and ``suggest`` runs with 2 optimizer starts (of 64
-random batches) and 128 integration points instead of 8, 128 and 256 (``BENCH``): 60
-campaigns of 6 refits and suggestions then fit a 2-core machine shared with other work.
+sobol, random). The model is the ``gp`` kind (``robust_gp`` on the noisy surface) with the
+kind's default fit, and ``suggest`` runs with its defaults. ``--cheap`` fits the GP from one
+start and runs ``suggest`` with 2 optimizer starts (of 64 random batches) and 128
+integration points instead of 8, 128 and 256 (``CHEAP``), for a machine shared with other
+work.
 Campaigns run seed by seed (every problem and arm of seed 0 first), and every finished one
 is saved at once (``suggest.json``), so an interrupted run still has whole seeds;
 ``--summarize`` redraws the table and plot from that file. Rows go to ``suggest`` in memory (a ``Campaign``)
@@ -48,9 +49,11 @@ sys.path.insert(0, str(HERE))
 ARMS = ("explore", "minimize", "sobol", "random")
 INIT, ROUNDS, BATCH, SEEDS = 20, 6, 8, 5
 OUTLIER_P = 0.03
-# cheaper settings than the defaults, so 60 campaigns fit a shared 2-core machine (see the docstring)
-BENCH = {"RESTARTS": 2, "RAW_SAMPLES": 64, "MC_POINTS": 128}  # suggest's defaults: 8, 128, 256
-GP_RESTARTS = 1                                              # the gp kind's default: 5
+# --cheap: cheaper settings than the defaults, for a shared machine (see the docstring)
+CHEAP = {"RESTARTS": 2, "RAW_SAMPLES": 64, "MC_POINTS": 128}  # suggest's defaults: 8, 128, 256
+CHEAP_GP_RESTARTS = 1                                         # the gp kind's default: 5
+BENCH: dict[str, int] = {}           # suggest's module settings this run overrides (--cheap: CHEAP)
+GP_RESTARTS: int | None = None       # GP fit starts (None: the kind's default)
 
 
 @dataclass
@@ -119,7 +122,8 @@ def _fit(task: Task, x: np.ndarray, y: np.ndarray):
     from rollfit.analysis.surrogate import Surrogate
     from rollfit.model.gp import DEFAULT_SETTINGS, GPSurrogate
 
-    settings = type(DEFAULT_SETTINGS)(**{**DEFAULT_SETTINGS.__dict__, "restarts": GP_RESTARTS})
+    settings = DEFAULT_SETTINGS if GP_RESTARTS is None else type(DEFAULT_SETTINGS)(
+        **{**DEFAULT_SETTINGS.__dict__, "restarts": GP_RESTARTS})
     model = GPSurrogate(torch.as_tensor(x), torch.as_tensor(y[:, None]), robust=task.noisy, settings=settings)
     model.fit()
     cfg = {"in_lbl": task.names, "out_lbl": ["y"], "input_min": task.lo.tolist(), "input_max": task.hi.tolist()}
@@ -141,12 +145,13 @@ def _suggest(sur, task: Task, x: np.ndarray, y: np.ndarray, goal: str, seed: int
     return suggest(sur, BATCH, goal=goal, seed=seed, campaign=camp).inputs
 
 
-def run_campaign(job: tuple[str, str, int, int, int]) -> dict:
+def run_campaign(job: tuple[str, str, int, int, int, bool]) -> dict:
     """One (problem, arm, seed) campaign: the scores after the initial design and each round."""
     import torch
     from scipy.stats import qmc
 
-    name, arm, seed, rounds, test_rows = job
+    name, arm, seed, rounds, test_rows, cheap = job
+    _use_settings(cheap)
     torch.set_num_threads(1)
     task = make_task(name)
     span = task.hi - task.lo
@@ -176,6 +181,12 @@ def run_campaign(job: tuple[str, str, int, int, int]) -> dict:
     return {"problem": name, "arm": arm, "seed": seed, "f_min": task.f_min,
             "points": [INIT + r * BATCH for r in range(rounds + 1)],
             "rmse": rmse, "regret": regret, "seconds": time.perf_counter() - t0}
+
+
+def _use_settings(cheap: bool) -> None:
+    """This process's settings: the defaults, or ``CHEAP`` (worker processes call it too)."""
+    global BENCH, GP_RESTARTS
+    BENCH, GP_RESTARTS = (dict(CHEAP), CHEAP_GP_RESTARTS) if cheap else ({}, None)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -218,10 +229,16 @@ def checks(results: list[dict], problems: list[str], rounds: int) -> list[dict]:
     return out
 
 
+def _settings_text(gp_restarts: int | None, bench: dict) -> str:
+    if gp_restarts is None and not bench:
+        return "with the kind's default starts; suggest with its defaults"
+    return f"from {gp_restarts} start(s); suggest with {bench}"
+
+
 def markdown(results: list[dict], problems: list[str], rounds: int, seeds: int, wall: float) -> str:
     total = INIT + rounds * BATCH
     lines = [f"Median of {seeds} seeds; {INIT} Sobol points, then {rounds} rounds of {BATCH}; model gp (robust_gp "
-             f"on the noisy rollout surface) fitted from {GP_RESTARTS} start(s); suggest with {BENCH}. "
+             f"on the noisy rollout surface) fitted {_settings_text(GP_RESTARTS, BENCH)}. "
              f"Wall time of the run {wall / 60:.1f} min.", ""]
     for metric, arms, title in (("rmse", ("explore", "sobol", "random"), "RMSE vs the noise-free truth"),
                                 ("regret", ("minimize", "sobol", "random"), "simple regret (best true value - minimum)")):
@@ -272,7 +289,7 @@ def plot(results: list[dict], problems: list[str], rounds: int, path: Path) -> N
 
 def _run_all(args: argparse.Namespace, seeds: int, rounds: int, test_rows: int, path: Path) -> tuple[list[dict], float]:
     """Every campaign, seed by seed; the results file is rewritten after each one."""
-    jobs = [(p, arm, s, rounds, test_rows) for s in range(seeds) for p in args.problems for arm in ARMS]
+    jobs = [(p, arm, s, rounds, test_rows, args.cheap) for s in range(seeds) for p in args.problems for arm in ARMS]
     t0 = time.perf_counter()
     results: list[dict] = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
@@ -294,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="campaigns run at once (processes, one thread each)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for suggest.json/.md/.png")
     parser.add_argument("--summarize", action="store_true", help="redraw the table and plot from the saved json")
+    parser.add_argument("--cheap", action="store_true", help="1 GP start, 2 optimizer starts, 128 integration points")
     args = parser.parse_args(argv)
+    _use_settings(args.cheap)
     seeds = args.seeds or (2 if args.quick else SEEDS)
     rounds, test_rows = (3, 500) if args.quick else (ROUNDS, 2000)
     out = Path(args.out)
@@ -303,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarize:
         saved = json.loads((out / f"{tag}.json").read_text())
         results, wall = saved["results"], saved["wall_s"]
+        _use_settings(saved.get("bench") == CHEAP)  # the table names the settings the saved run used
     else:
         results, wall = _run_all(args, seeds, rounds, test_rows, out / f"{tag}.json")
     done = sorted({r["seed"] for r in results if all(

@@ -381,3 +381,29 @@ def test_train_prints_the_flagged_groups_and_autos_choice(monkeypatch):
         "outliers flagged by robust_gp: 2 group(s): param_idx 3, 12"]
     cfg = {"kind": "gp", "outliers": []}
     assert model_lines("best.ckpt") == []
+
+
+def test_cross_validation_of_a_gp_scores_its_intervals(tmp_path, demo_file, fast_fits, capsys):
+    """``evaluate --cv`` of a kind with an uncertainty: nll and coverage_95 per fold and
+    pooled, equal to a computation from the out-of-fold means and stds."""
+    from rollfit.analysis.evaluate import uncertainty_metrics
+    from rollfit.cli.main import main
+    from rollfit.pipeline.cv import cross_validate
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(_config_file(tmp_path, demo_file)), "--output", str(out), *CLI]) == 0
+    cv = cross_validate(out, 3, workers=1, progress=False)
+    assert cv.y_std is not None and np.isfinite(cv.y_std).all() and (cv.y_std > 0).all()
+    want = uncertainty_metrics(cv.y_true, cv.y_pred, cv.y_std, ["cot_ma15"])["cot_ma15"]
+    pooled = cv.pooled()["cot_ma15"]
+    assert pooled["nll"] == pytest.approx(want["nll"]) and pooled["coverage_95"] == want["coverage_95"]
+    fold0 = uncertainty_metrics(cv.y_true[cv.fold == 0], cv.y_pred[cv.fold == 0], cv.y_std[cv.fold == 0], ["cot_ma15"])
+    assert cv.fold_metrics[0]["cot_ma15"]["coverage_95"] == fold0["cot_ma15"]["coverage_95"]
+    assert 0.8 <= pooled["coverage_95"] <= 1.0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--cv", "2", "--concurrent", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "coverage_95" in printed and "nll" in printed
+    saved = json.loads((out / "metrics_cv.json").read_text())
+    assert len(saved["per_output"]["cot_ma15"]["coverage_95"]["folds"]) == 2
+    assert "nll" in saved["pooled"]["cot_ma15"]

@@ -124,6 +124,38 @@ def test_minimize_on_a_bowl_proposes_near_its_minimum(square):
     assert best < 0.08, res.inputs
 
 
+def test_a_minimize_batch_is_greedy_each_point_best_after_the_ones_before(square):
+    """Sequential (greedy) selection: the first point is the best single point, and each
+    next one is at least as good as random candidates added after the points before it."""
+    from rollfit.analysis import suggest as S
+
+    res = suggest(square, 3, goal="minimize:y", seed=2)
+    bo = square.model.botorch_model()
+    baseline = bo.train_inputs[0]
+    acq = S._improve_acq(bo, parse_goal("minimize:y", ["y"]), ["y"], baseline, [], seed=2)
+    x = torch.as_tensor(res.inputs)
+    cand = torch.quasirandom.SobolEngine(2, scramble=True, seed=9).draw(512, dtype=torch.float64)
+    with torch.no_grad():
+        for j in range(3):
+            batch = lambda c: torch.cat([x[:j].expand(c.shape[0], j, 2), c[:, None]], dim=1)  # noqa: E731
+            chosen = float(acq(batch(x[j:j + 1])))
+            assert chosen >= float(acq(batch(cand)).max()) - 1e-3, j
+
+
+def test_the_chosen_points_go_in_front_of_every_batch(square):
+    from rollfit.analysis import suggest as S
+
+    bo = square.model.botorch_model()
+    acq = S._improve_acq(bo, parse_goal("minimize:y", ["y"]), ["y"], bo.train_inputs[0], [], seed=0)
+    region = S.Region(["a", "b"], torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), {}, [])
+    wrapped = S.InRegion(acq, region)
+    wrapped.chosen = torch.tensor([[0.2, 0.7]], dtype=torch.float64)
+    u = torch.tensor([[[0.5, 0.5]], [[0.9, 0.1]]], dtype=torch.float64)
+    with torch.no_grad():
+        expected = acq(torch.cat([wrapped.chosen.expand(2, 1, 2), u], dim=1))
+        torch.testing.assert_close(wrapped(u), expected)
+
+
 def test_maximize_goes_to_a_corner_of_the_bowl(square):
     res = suggest(square, 1, goal="maximize:y")
     assert bowl(res.inputs).max() > 0.9 * bowl(np.array([[1.0, 0.0]]))[0]  # (1, 0) is the highest corner

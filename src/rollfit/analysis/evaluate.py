@@ -87,6 +87,16 @@ def uncertainty_metrics(y_true: np.ndarray, mean: np.ndarray, std: np.ndarray,
     return out
 
 
+def scored_metrics(y_true: np.ndarray, mean: np.ndarray, std: Optional[np.ndarray],
+                   labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``regression_metrics``, plus ``uncertainty_metrics`` when there is a ``std``."""
+    metrics = regression_metrics(y_true, mean, labels)
+    if std is not None:
+        for lbl, extra in uncertainty_metrics(y_true, mean, std, labels).items():
+            metrics[lbl].update(extra)
+    return metrics
+
+
 def metric_names(metrics: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
     """The metrics to show for ``metrics`` (label -> values): ``METRICS``, then the
     uncertainty metrics when every output has them."""
@@ -211,10 +221,7 @@ def evaluate_run(run: str | Path | Surrogate, hdf5: Any = None, table: Optional[
         kind = "training" if train_split >= 1.0 else "validation"
     x, y = t.inputs[idx], t.targets[idx]
     pred, std = s.predict(x, return_std=True) if s.has_std else (s.predict(x), None)
-    metrics = regression_metrics(y, pred, s.out_lbl)
-    if std is not None:
-        for lbl, extra in uncertainty_metrics(y, pred, std, s.out_lbl).items():
-            metrics[lbl].update(extra)
+    metrics = scored_metrics(y, pred, std, s.out_lbl)
     source = ", ".join(Path(f).name for f in t.files) or "the run's data"
     tag = file_tag(t.files) if kind == "file" else kind
     return Evaluation(metrics, kind, source, x, y, pred, list(s.out_lbl), train_split, tag, std)
@@ -274,7 +281,9 @@ def fold_assignment(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 @dataclass
 class CrossValidation:
-    """Out-of-fold predictions of K retrained models and the metrics of each fold."""
+    """Out-of-fold predictions of K retrained models and the metrics of each fold;
+    ``y_std``: the out-of-fold predictive std of a model kind with an uncertainty (its
+    ``nll`` and ``coverage_95`` are then scored too)."""
 
     k: int
     out_lbl: list[str]
@@ -284,20 +293,22 @@ class CrossValidation:
     y_pred: np.ndarray
     fold_metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    y_std: Optional[np.ndarray] = None
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """Per label and metric: ``mean`` and ``std`` (sample std, ddof=1) over the K folds."""
         out: dict[str, dict[str, dict[str, float]]] = {}
+        names = metric_names(self.fold_metrics[0]) if self.fold_metrics else METRICS
         for lbl in self.out_lbl:
             out[lbl] = {}
-            for m in METRICS:
+            for m in names:
                 v = np.array([f[lbl][m] for f in self.fold_metrics], dtype=np.float64)
                 out[lbl][m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
         return out
 
     def pooled(self) -> dict[str, dict[str, float]]:
         """Metrics of all out-of-fold predictions together (each row predicted once)."""
-        return regression_metrics(self.y_true, self.y_pred, self.out_lbl)
+        return scored_metrics(self.y_true, self.y_pred, self.y_std, self.out_lbl)
 
     def to_json(self) -> dict[str, Any]:
         """``metrics_cv.json`` content."""

@@ -63,6 +63,7 @@ MAX_N = 10_000
 POOL = 4096          # Sobol points sampled in the free-input box (feasible region, starts, MC points)
 MC_POINTS = 256      # integration points of qNegIntegratedPosteriorVariance
 RESTARTS, RAW_SAMPLES = 8, 128  # optimizer starts, and the random feasible batches they are picked from
+GREEDY_MAX = 64      # minimize/maximize batches up to this size are chosen a point at a time (``_optimize``)
 PENALTY = 1e4        # exterior penalty on the squared relative violation, x the acquisition's spread
 PUSH_MARGIN = 1e-6   # slack a point pushed into the region keeps from its edge
 MC_SAMPLES = 128     # posterior samples of the Monte-Carlo acquisitions
@@ -431,8 +432,11 @@ class InRegion(torch.nn.Module):
         self.acq, self.region, self.penalty = acq, region, penalty
         self.model = acq.model
         self.X_pending = None
+        self.chosen: Optional[Tensor] = None  # (j, d) region coordinates put in front of every batch
 
     def forward(self, u: Tensor) -> Tensor:
+        if self.chosen is not None and self.chosen.shape[0]:
+            u = torch.cat([self.chosen.expand(*u.shape[:-2], *self.chosen.shape), u], dim=-2)
         x = self.region.inputs(u)
         value = self.acq(x)
         if self.penalty:
@@ -497,14 +501,14 @@ def _improve_acq(model: Any, goal: Goal, out_lbl: Sequence[str], baseline: Tenso
                                         constraints=out_cons or None, prune_baseline=True, cache_root=False)
 
 
-def _starts(acq: InRegion, pool: _Pool, n: int, gen: torch.Generator) -> tuple[Tensor, float]:
+def _starts(acq: InRegion, pool: _Pool, q: int, gen: torch.Generator) -> tuple[Tensor, float]:
     """``RESTARTS`` feasible q-batches of pool points (the best of ``RAW_SAMPLES`` random
     ones) and the spread of the acquisition over those random batches."""
     m = pool.u.shape[0]
-    if m >= n:
-        idx = torch.stack([torch.randperm(m, generator=gen)[:n] for _ in range(RAW_SAMPLES)])
+    if m >= q:
+        idx = torch.stack([torch.randperm(m, generator=gen)[:q] for _ in range(RAW_SAMPLES)])
     else:
-        idx = torch.randint(0, m, (RAW_SAMPLES, n), generator=gen)
+        idx = torch.randint(0, m, (RAW_SAMPLES, q), generator=gen)
     raw = pool.u[idx]
     with torch.no_grad():
         vals = torch.cat([acq(raw[i:i + 32]) for i in range(0, RAW_SAMPLES, 32)])
@@ -514,21 +518,45 @@ def _starts(acq: InRegion, pool: _Pool, n: int, gen: torch.Generator) -> tuple[T
     return raw[torch.argsort(vals, descending=True)[:RESTARTS]], spread if math.isfinite(spread) else 1.0
 
 
-def _optimize(acq: InRegion, region: Region, pool: _Pool, n: int, seed: int) -> Tensor:
-    """The jointly optimized batch (n, d) of region coordinates: L-BFGS-B from the best
-    feasible starts, with the exterior penalty on the region's edges (``InRegion``)."""
+def _optimize(acq: InRegion, region: Region, pool: _Pool, n: int, seed: int, greedy: bool) -> Tensor:
+    """The batch (n, d) of region coordinates, by L-BFGS-B from the best feasible starts with
+    the exterior penalty on the region's edges (``InRegion``).
+
+    ``greedy``: a point at a time, each maximizing the acquisition of the batch so far plus
+    that point (BoTorch's sequential mode). For expected improvement it found better batches
+    than one joint optimization at the same cost (branin, 28 rows: first-round regret, median
+    of 5 seeds, 0.29 vs 1.16; 6 s vs 8 s). For the integrated variance it cost 18x (70 s vs
+    4 s) since every step conditions the GP on fantasies, so explore stays joint. Above
+    ``GREEDY_MAX`` points a batch is joint (n steps would cost n^2 acquisition terms).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if not greedy or n > GREEDY_MAX:
+        return _optimize_batch(acq, region, pool, n, gen)
+    chosen = torch.zeros(0, region.d, dtype=torch.float64)
+    try:
+        for _ in range(n):
+            acq.chosen = chosen
+            chosen = torch.cat([chosen, _optimize_batch(acq, region, pool, 1, gen)])
+    finally:
+        acq.chosen = None
+    return chosen
+
+
+def _optimize_batch(acq: InRegion, region: Region, pool: _Pool, q: int, gen: torch.Generator) -> Tensor:
+    """A q-batch (q, d) of region coordinates after ``acq.chosen``, optimized jointly."""
     from botorch.optim import optimize_acqf
 
-    gen = torch.Generator().manual_seed(seed)
     bounds = torch.stack([torch.zeros(region.d), torch.ones(region.d)]).to(torch.float64)
-    starts, spread = _starts(acq, pool, n, gen)
+    starts, spread = _starts(acq, pool, q, gen)
     acq.penalty = PENALTY * max(spread, 1e-9)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BoTorch's optimization warnings: the result is checked below
-        u, _ = optimize_acqf(acq, bounds, q=n, num_restarts=starts.shape[0], batch_initial_conditions=starts,
-                             options={"maxiter": 200})
-    acq.penalty = 0.0
-    return u.detach().reshape(n, region.d)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # BoTorch's optimization warnings: the result is checked later
+            u, _ = optimize_acqf(acq, bounds, q=q, num_restarts=starts.shape[0], batch_initial_conditions=starts,
+                                 options={"maxiter": 200})
+    finally:
+        acq.penalty = 0.0
+    return u.detach().reshape(q, region.d)
 
 
 def _make_feasible(region: Region, pool: _Pool, u: Tensor, acq: InRegion) -> tuple[Tensor, Tensor]:
@@ -715,7 +743,7 @@ def suggest(surrogate: Any, n: int, goal: str | Goal = "explore", constraints: S
         acq = _improve_acq(bo, goal, surrogate.out_lbl, _baseline(surrogate, camp, goal, region, pool), fns, seed)
         name = type(acq).__name__
     wrapped = InRegion(acq, region)
-    u = _optimize(wrapped, region, pool, n, seed)
+    u = _optimize(wrapped, region, pool, n, seed, greedy=goal.kind != "explore")
     u, x = _make_feasible(region, pool, u, wrapped)
     with torch.no_grad():
         batch_value = float(acq(x.unsqueeze(0)).reshape(-1)[0])

@@ -56,10 +56,10 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def cv_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Per output one line of 'mean ± std' per metric."""
-    from ..analysis.evaluate import METRICS
+    """Per output one line of 'mean ± std' per metric (nll and coverage_95 too when scored)."""
+    from ..analysis.evaluate import METRICS, UNCERTAINTY_METRICS
 
-    names = [m for m in METRICS if m != "n"]
+    names = [m for m in METRICS + UNCERTAINTY_METRICS if m != "n" and all(m in ms for ms in summary.values())]
     rows = [["output", *names]]
     for lbl, ms in summary.items():
         rows.append([lbl, *[f"{ms[k]['mean']:.4g} ± {ms[k]['std']:.2g}" for k in names]])

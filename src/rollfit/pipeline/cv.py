@@ -17,8 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..analysis.evaluate import (CrossValidation, fold_assignment, fold_config, load_run_table, regression_metrics,
-                                 run_split)
+from ..analysis.evaluate import CrossValidation, fold_assignment, fold_config, load_run_table, run_split, scored_metrics
 from ..analysis.surrogate import Surrogate
 from ..config import validate
 from ..data.table import RolloutTable
@@ -26,13 +25,17 @@ from ..training.trainer import resolve_device
 from .run import train
 
 
-def _fold_job(job: dict[str, Any]) -> tuple[int, np.ndarray]:
-    """Train on one fold's training rows and predict its held-out rows (runs in a worker)."""
+def _fold_job(job: dict[str, Any]) -> tuple[int, np.ndarray, Optional[np.ndarray]]:
+    """Train on one fold's training rows and predict its held-out rows (runs in a worker):
+    (fold, mean, std or None for a kind without an uncertainty)."""
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     result = train(validate(job["config"], source="run config"), job["out"], table=job["table"])
     # the fold's run as every command loads it (best.ckpt when kept), so CV scores what users get
-    return job["fold"], Surrogate.load(result.run_dir).predict(job["x_test"])
+    s = Surrogate.load(result.run_dir)
+    if s.has_std:
+        return (job["fold"], *s.predict(job["x_test"], return_std=True))
+    return job["fold"], s.predict(job["x_test"]), None
 
 
 def _cores() -> int:
@@ -69,16 +72,22 @@ def cross_validate(run: str | Path | Surrogate, k: int = 5, hdf5: Any = None, ta
     n_workers = cv_workers(k, config, workers)
     threads = max(1, _cores() // n_workers) if n_workers > 1 else 0
     pred = np.full(t.targets.shape, np.nan, dtype=np.float64)
+    std: Optional[np.ndarray] = np.full(t.targets.shape, np.nan, dtype=np.float64)
     with tempfile.TemporaryDirectory(prefix="rollfit-cv-") as tmp:
         jobs = [{"fold": f, "config": config, "table": t.subset(folds != f), "x_test": t.inputs[folds == f],
                  "out": str(Path(tmp) / f"fold_{f}"), "threads": threads} for f in range(k)]
         with tqdm(total=k, desc="cv", unit="fold", disable=not progress, dynamic_ncols=True) as bar:
-            for f, p in _run_jobs(jobs, n_workers):
+            for f, p, sd in _run_jobs(jobs, n_workers):
                 pred[folds == f] = p
+                if sd is None:
+                    std = None
+                elif std is not None:
+                    std[folds == f] = sd
                 bar.update(1)
     y = t.targets.astype(np.float64)
-    per_fold = [regression_metrics(y[folds == f], pred[folds == f], s.out_lbl) for f in range(k)]
-    return CrossValidation(k, list(s.out_lbl), folds, t.inputs, y, pred, per_fold, list(overrides))
+    per_fold = [scored_metrics(y[folds == f], pred[folds == f], None if std is None else std[folds == f], s.out_lbl)
+                for f in range(k)]
+    return CrossValidation(k, list(s.out_lbl), folds, t.inputs, y, pred, per_fold, list(overrides), std)
 
 
 def _run_jobs(jobs: list[dict[str, Any]], workers: int):
