@@ -254,10 +254,12 @@ def markdown(results: dict[str, Any]) -> str:
         peer, auto = best_peer(row), row.get("auto", {})
         ratio = _num(auto["rmse"] / peer, 3) if peer and auto.get("status") == "ok" else "-"
         lines.append(f"| {p} | " + " | ".join(_cell(row.get(m), m) for m in MODELS) + f" | {ratio} |")
-    with_std = [m for m in MODELS if any("coverage95" in cells[p].get(m, {}) for p in problems)]
+    # auto's intervals are those of the kind it chose (its column above says which)
+    with_std = [m for m in MODELS if m != "auto" and any("coverage95" in cells[p].get(m, {}) for p in problems)]
     if with_std:
         head = ["problem", *[TITLES[m] for m in with_std]]
-        lines += ["", "Coverage of the 95% interval / mean negative log likelihood, on the test rows:", "",
+        lines += ["", "Coverage of the 95% interval / mean negative log likelihood, on the test rows "
+                  "(auto's intervals are those of the kind it chose):", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for p in problems:
             cs = [cells[p].get(m, {}) for m in with_std]

@@ -60,14 +60,16 @@ def test_a_kind_not_in_the_checkout_is_reported_missing_not_a_crash(monkeypatch,
 
 def test_the_table_shows_auto_against_the_best_peer():
     ok = lambda rmse, **kw: {"status": "ok", "rmse": rmse, "seconds": 1.0, **kw}  # noqa: E731
-    results = {"cells": {"branin_100": {"auto": ok(0.5, chosen="gp", coverage95=0.95, nll=0.1),
+    results = {"cells": {"branin_100": {"auto": ok(0.5, chosen="gp", coverage95=0.5, nll=9.0),
+                                        "robust_gp": ok(0.6, coverage95=0.95, nll=0.1),
                                         "sklearn_gp": ok(0.25), "sklearn_hgb": ok(26.0),
                                         "gp": {"status": "missing", "note": "x"}}}}
     md = bench.markdown(results)
     row = next(line for line in md.splitlines() if line.startswith("| branin_100 |"))
-    assert row.split(" | ")[1:] == ["not run", "not run", "missing", "not run", "0.5 (gp)", "0.25", "not run",
+    assert row.split(" | ")[1:] == ["not run", "not run", "missing", "0.6", "0.5 (gp)", "0.25", "not run",
                                     "26", "2 |"]
-    assert "| branin_100 | 95% / 0.1 |" in md
+    assert "| branin_100 | 95% / 0.1 |" in md  # auto's intervals are its chosen kind's: not a column of their own
+    assert "| problem | rollfit robust_gp |" in md
 
 
 @pytest.mark.slow

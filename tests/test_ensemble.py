@@ -339,3 +339,13 @@ def test_the_compiled_step_trains_an_ensemble_like_the_eager_one(demo_table):
     assert compiled[2].engine.name == "compiled" and not compiled[2].engine.run.failed
     assert compiled[2].engine.run._fns  # something was compiled
     torch.testing.assert_close(compiled[1], eager[1], rtol=1e-7, atol=0)
+
+
+def test_the_trainer_weighs_all_members_when_it_picks_threads(demo_table):
+    """K members make a step K times wider: the trainer's thread choice counts them, as the
+    engine's own does (a step of 8 x 64-wide members is no 'small step')."""
+    from rollfit.training.step import activation_width
+
+    *_, tr = _train(demo_table, "eager", epochs=1)
+    assert tr.threads.width == activation_width(tr.model) == 16 * K
+    assert tr.engine.threads is tr.threads

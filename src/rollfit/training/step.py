@@ -234,6 +234,12 @@ class _Threads:
             self.choice.record(self.n, time.perf_counter() - self.t0)
 
 
+def activation_width(model: nn.Module) -> int:
+    """Activation elements per row of a step: the widest layer times the members trained
+    together (what ``ThreadChoice`` weighs against ``SMALL_STEP``)."""
+    return max(list(model.layers) + [model.input_dim]) * members_of(model)
+
+
 class ThreadChoice:
     """How many intra-op threads a CPU engine's steps use.
 
@@ -332,8 +338,7 @@ class FusedEngine:
         self.adam = DirectAdam(opt)
         self.val_x, self.val_yn = val_x, val_yn
         self.rows = MemberRows(model, val_x, val_yn)
-        width = max(list(model.layers) + [model.input_dim]) * members_of(model)
-        self.threads = threads or ThreadChoice(val_x.device, width)
+        self.threads = threads or ThreadChoice(val_x.device, activation_width(model))
         self.run = {"eager": Eager, "compiled": Compiled, "captured": Captured}[execution](self, sched)
         self._buffers: dict[int, tuple[Tensor, Tensor]] = {}
         self.val_xn = self.math.normalize(val_x)

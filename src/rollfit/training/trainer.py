@@ -46,8 +46,8 @@ from .distributed import Local
 from .logger import SimpleLogger
 from .signals import InterruptGuard, TrainingInterrupted, resume_command, signal_name
 from .state import capture_rng, clone_tree, load_optimizer_state, restore_rng, set_group_value
-from .step import (COMPONENTS, ThreadChoice, choose_engine, make_engine, make_optimizer, make_scheduler,  # noqa: F401
-                   resolve_device)  # resolve_device: imported from here by the pipeline
+from .step import (COMPONENTS, ThreadChoice, activation_width, choose_engine, make_engine,  # noqa: F401
+                   make_optimizer, make_scheduler, resolve_device)  # resolve_device: imported from here by the pipeline
 
 MAX_ROLLBACKS = 3  # trainer.on_nonfinite=rollback gives up after this many rollbacks
 
@@ -164,9 +164,8 @@ class Trainer:
         self.engine_name = choose_engine(cfg, self.device, len(data.train), distributed=self.strategy.world > 1)
         self.opt = make_optimizer(list(self.model.parameters()), cfg, self.engine_name, self.device)
         self.sched = make_scheduler(self.opt, cfg, self.engine_name)
-        width = max(list(self.model.layers) + [self.model.input_dim])
-        self.threads = ThreadChoice(self.device, width, cfg.threads if isinstance(cfg.threads, int) else None,
-                                    timed=not cfg.deterministic)
+        fixed = cfg.threads if isinstance(cfg.threads, int) else None
+        self.threads = ThreadChoice(self.device, activation_width(self.model), fixed, timed=not cfg.deterministic)
         self.start_epoch = 0
         # resumable state beyond model/optimizer/scheduler: shuffling has its own generator
         # (stored in checkpoints), divergence rollbacks are counted, the newest checkpoint known
