@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "files instead); for a model with an uncertainty also the Gaussian negative log likelihood (nll) and "
         "the fraction of rows inside the 95% interval (coverage_95); "
         "writes metrics_<rows>.json in the run folder (or --output). --cv K: K-fold cross-validation that "
-        "retrains the run's config."))
+        "retrains the run's config (its folds scored the same way)."))
     p.add_argument("--cv", type=integer(2, what="K", unit=" folds"), metavar="K",
                    help="also run K-fold cross-validation (retrains K models)")
     p.add_argument("--cv-epochs", type=integer(1, 10**9, what="a number of epochs"), metavar="N",
