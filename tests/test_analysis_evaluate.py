@@ -176,3 +176,21 @@ def test_evaluate_cli_errors_are_one_line(trained_run, tmp_path, capsys):
     assert err.count("\n") == 1
     assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
     assert "expected a run folder or a checkpoint file, but it does not exist" in capsys.readouterr().err
+
+
+def test_a_relative_data_path_is_read_from_here_first_then_from_the_run_folder(tmp_path, monkeypatch):
+    """One rule for evaluate, optimize and suggest: as training read it (the current folder),
+    else beside the run's config, else as given (then the missing-data error names it)."""
+    from rollfit.analysis.rundata import resolve_data_path
+
+    here, run = tmp_path / "here", tmp_path / "run"
+    (here / "data").mkdir(parents=True)
+    (run / "data").mkdir(parents=True)
+    (here / "data" / "a.h5").write_bytes(b"")
+    (run / "data" / "a.h5").write_bytes(b"")
+    (run / "data" / "b.h5").write_bytes(b"")
+    monkeypatch.chdir(here)
+    assert resolve_data_path("data/a.h5", run) == "data/a.h5"
+    assert resolve_data_path(["data/a.h5", "data/b.h5"], run) == ["data/a.h5", str(run / "data" / "b.h5")]
+    assert resolve_data_path("data/c.h5", run) == "data/c.h5"
+    assert resolve_data_path("data/b.h5", None) == "data/b.h5"

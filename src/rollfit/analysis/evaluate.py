@@ -26,7 +26,7 @@ from ..data.table import RolloutTable
 from ..errors import ConfigError, DataError, OutputError
 from ..io import atomic_write_json
 from ..runs.folder import RunFolder
-from .rundata import check_data_exists, recorded_data_path, run_data_section
+from .rundata import check_data_exists, recorded_data_path, resolve_data_path, run_data_section
 from .surrogate import Surrogate
 
 METRICS = ("rmse", "mae", "r2", "max_abs_error", "n")
@@ -113,16 +113,6 @@ def run_split(config: dict[str, Any]) -> tuple[float, int]:
             int(split.get("split_seed", data.get("split_seed", 0))))
 
 
-def _resolve_data_path(path: Any, run_dir: Optional[Path]) -> Any:
-    """A relative data path as given when it exists from here, else relative to the run folder."""
-    if isinstance(path, (list, tuple)):
-        return [_resolve_data_path(p, run_dir) for p in path]
-    p = Path(str(path)).expanduser()
-    if p.is_absolute() or p.exists() or run_dir is None or not (run_dir / p).exists():
-        return str(p)
-    return str(run_dir / p)
-
-
 def load_run_table(surrogate: Surrogate, hdf5: Any = None) -> RolloutTable:
     """The rows a run trained on (its config's data files), or those of ``hdf5``.
 
@@ -133,7 +123,7 @@ def load_run_table(surrogate: Surrogate, hdf5: Any = None) -> RolloutTable:
     data, cfg = run_data_section(surrogate.config), surrogate.config
     path = recorded_data_path(cfg, surrogate.checkpoint, hdf5)
     if hdf5 is None:
-        path = _resolve_data_path(path, surrogate.run_dir)
+        path = resolve_data_path(path, surrogate.run_dir)
         check_data_exists(path, surrogate.run_dir)
     return load_rollouts(path, surrogate.in_lbl, surrogate.out_lbl,
                          aliases=data.get("aliases") or cfg.get("aliases") or {},

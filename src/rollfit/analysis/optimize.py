@@ -45,6 +45,7 @@ import torch
 from ..errors import ConfigError, RollfitError, did_you_mean, listing
 from ..model.kinds import require_std
 from .constraints import Constraint, Expression, parse_constraint, parse_target
+from .rundata import resolve_data_path
 
 
 class SurrogateLike(Protocol):
@@ -463,7 +464,7 @@ def load_training_inputs(sur: "SurrogateLike") -> tuple[Optional[np.ndarray], st
     data = (sur.config.get("run_config") or {}).get("data") or {}
     if not data.get("hdf5_path"):
         return None, "the checkpoint does not record its training data (run_config.data.hdf5_path)"
-    paths = _data_paths(data["hdf5_path"], sur.run_dir)
+    paths = resolve_data_path(data["hdf5_path"], sur.run_dir)
     try:
         table = load_rollouts(paths, list(data.get("in_lbl") or sur.in_lbl), list(data.get("out_lbl") or sur.out_lbl),
                               aliases=data.get("aliases") or {}, on_missing=data.get("on_missing", "error"),
@@ -482,19 +483,6 @@ def load_training_inputs(sur: "SurrogateLike") -> tuple[Optional[np.ndarray], st
         if not (same(x[rows].min(0), lo) and same(x[rows].max(0), hi)):
             return x, f"the data in {paths} changed since training: distances are to all {len(x)} rows it holds now"
     return x[rows], f"training rows ({len(rows)}) re-read from {paths}"
-
-
-def _data_paths(hdf5_path: Any, run_dir: Optional[Path]) -> Any:
-    """The recorded data path(s); a relative one is taken from the run folder (where its
-    config.yaml is) when it exists there, else as given."""
-    items = list(hdf5_path) if isinstance(hdf5_path, (list, tuple)) else [hdf5_path]
-    fixed = []
-    for p in map(str, items):
-        q = Path(p)
-        if not q.is_absolute() and run_dir is not None and (run_dir / q).exists():
-            p = str(run_dir / q)
-        fixed.append(p)
-    return fixed if isinstance(hdf5_path, (list, tuple)) else fixed[0]
 
 
 def nearest_training_points(points: np.ndarray, train: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

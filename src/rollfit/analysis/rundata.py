@@ -26,6 +26,18 @@ def recorded_data_path(config: dict[str, Any], checkpoint: Any, hdf5: Any = None
     return path
 
 
+def resolve_data_path(path: Any, run_dir: Optional[Path]) -> Any:
+    """A recorded relative data path (or list of them) as training read it: from the current
+    folder when it exists there, else relative to the run folder when it exists there, else
+    as given (``check_data_exists`` then names it)."""
+    if isinstance(path, (list, tuple)):
+        return [resolve_data_path(p, run_dir) for p in path]
+    p = Path(str(path)).expanduser()
+    if p.is_absolute() or p.exists() or run_dir is None or not (run_dir / p).exists():
+        return str(p)
+    return str(run_dir / p)
+
+
 def check_data_exists(path: Any, run_dir: Optional[Path]) -> None:
     """A run whose data files moved: say which config key named them and how to go on."""
     for p in path if isinstance(path, list) else [path]:

@@ -54,8 +54,8 @@ from ..errors import ConfigError, DataError, did_you_mean, listing
 from ..io import atomic_write_bytes, atomic_write_text
 from ..model.kinds import as_input
 from .constraints import Constraint, parse_constraint
-from .optimize import _data_paths, _fixed_columns, _search_box
-from .rundata import check_data_exists, recorded_data_path, run_data_section
+from .optimize import _fixed_columns, _search_box
+from .rundata import check_data_exists, recorded_data_path, resolve_data_path, run_data_section
 
 GOALS = ("explore", "minimize", "maximize")
 FORMATS = ("csv", "json")
@@ -398,7 +398,7 @@ def read_campaign(surrogate: Any, hdf5: Any = None) -> Campaign:
     data = run_data_section(surrogate.config)
     path = recorded_data_path(surrogate.config, surrogate.checkpoint, hdf5)
     if hdf5 is None:
-        path = _data_paths(path, surrogate.run_dir)
+        path = resolve_data_path(path, surrogate.run_dir)
         check_data_exists(path, surrogate.run_dir)
     files = expand_paths(path)
     headers = [read_header(f) for f in files]
