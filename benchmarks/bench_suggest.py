@@ -262,6 +262,49 @@ def markdown(results: list[dict], problems: list[str], rounds: int, seeds: int, 
     return "\n".join(lines) + "\n"
 
 
+def summary_table(results: list[dict], problems: list[str], rounds: int) -> str:
+    """The short table README quotes (between ``<!-- suggest:start -->`` and ``<!-- suggest:end -->``)."""
+    total = INIT + rounds * BATCH
+    lines = ["| problem | minimize: simulations to reach Sobol's final regret | final regret, minimize / Sobol "
+             "| explore: final RMSE / Sobol's | explore: simulations to reach Sobol's final RMSE |",
+             "|---|---|---|---|---|"]
+    for c in checks(results, problems, rounds):
+        p = c["problem"]
+        reached = lambda k: f"{k} of {total}" if k is not None else f"not in {total}"  # noqa: E731
+        final = medians(results, p, "minimize", "regret")[-1]
+        lines.append(f"| {p} | {reached(c['minimize_points_to_reach'])} | {final:.2g} / {c['sobol_final_regret']:.2g} "
+                     f"| {c['explore_final_rmse']:.3g} / {c['sobol_final_rmse']:.3g} "
+                     f"| {reached(c['explore_points_to_reach'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def saved_summary(path: Path) -> str:
+    """``summary_table`` of a saved results file (whole seeds only, as ``main`` tables them)."""
+    saved = json.loads(path.read_text())
+    results = saved["results"]
+    problems = list(dict.fromkeys(r["problem"] for r in results))
+    rounds = len(results[0]["points"]) - 1
+    return summary_table(whole_seeds(results, problems), problems, rounds)
+
+
+def whole_seeds(results: list[dict], problems: list[str]) -> list[dict]:
+    """The campaigns of seeds that ran every arm of every problem (re-based on true minima)."""
+    done = sorted({r["seed"] for r in results if all(
+        any(q["seed"] == r["seed"] and q["problem"] == p and q["arm"] == a for q in results)
+        for p in problems for a in ARMS)})
+    return [_with_true_minimum(r) for r in results if r["seed"] in done]
+
+
+def paste_readme(readme: Path, table: str) -> None:
+    """Replace what README.md holds between ``<!-- suggest:start -->`` and ``<!-- suggest:end -->``."""
+    from rollfit.io import atomic_write_text
+
+    text = readme.read_text()
+    start, end = "<!-- suggest:start -->\n", "<!-- suggest:end -->"
+    i, j = text.index(start) + len(start), text.index(end)
+    atomic_write_text(readme, text[:i] + table + text[j:])
+
+
 def plot(results: list[dict], problems: list[str], rounds: int, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -312,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for suggest.json/.md/.png")
     parser.add_argument("--summarize", action="store_true", help="redraw the table and plot from the saved json")
     parser.add_argument("--cheap", action="store_true", help="1 GP start, 2 optimizer starts, 128 integration points")
+    parser.add_argument("--readme", action="store_true", help="paste the summary table into README.md's suggest block")
     args = parser.parse_args(argv)
     _use_settings(args.cheap)
     seeds = args.seeds or (2 if args.quick else SEEDS)
@@ -325,13 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         _use_settings(saved.get("bench") == CHEAP)  # the table names the settings the saved run used
     else:
         results, wall = _run_all(args, seeds, rounds, test_rows, out / f"{tag}.json")
-    done = sorted({r["seed"] for r in results if all(
-        any(q["seed"] == r["seed"] and q["problem"] == p and q["arm"] == a for q in results)
-        for p in args.problems for a in ARMS)})
-    results = [_with_true_minimum(r) for r in results if r["seed"] in done]  # whole seeds: every arm, problem
-    table = markdown(results, args.problems, rounds, len(done), wall)
+    results = whole_seeds(results, args.problems)
+    table = markdown(results, args.problems, rounds, len({r["seed"] for r in results}), wall)
     (out / f"{tag}.md").write_text(table)
     plot(results, args.problems, rounds, out / f"{tag}.png")
+    if args.readme:
+        paste_readme(HERE.parent / "README.md", summary_table(results, args.problems, rounds))
     print(table)
     return 0
 
