@@ -332,7 +332,8 @@ def plot(results: list[dict], problems: list[str], rounds: int, path: Path) -> N
 
 def _run_all(args: argparse.Namespace, seeds: int, rounds: int, test_rows: int, path: Path) -> tuple[list[dict], float]:
     """Every campaign, seed by seed; the results file is rewritten after each one."""
-    jobs = [(p, arm, s, rounds, test_rows, args.cheap) for s in range(seeds) for p in args.problems for arm in ARMS]
+    jobs = [(p, arm, s, rounds, test_rows, args.cheap) for s in range(args.first_seed, args.first_seed + seeds)
+            for p in args.problems for arm in ARMS]
     t0 = time.perf_counter()
     results: list[dict] = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
@@ -346,6 +347,21 @@ def _run_all(args: argparse.Namespace, seeds: int, rounds: int, test_rows: int, 
     return results, time.perf_counter() - t0
 
 
+def merge_runs(path: Path, other: Path) -> None:
+    """Add ``other``'s campaigns to the results file ``path`` (``other`` wins a campaign both
+    ran); the wall time is the sum (the runs' machine time), the settings must agree."""
+    mine, theirs = json.loads(path.read_text()), json.loads(other.read_text())
+    if (mine.get("bench"), mine.get("gp_restarts")) != (theirs.get("bench"), theirs.get("gp_restarts")):
+        raise SystemExit(f"--merge: expected runs with the same settings, but {other} has "
+                         f"{theirs.get('bench')}, {theirs.get('gp_restarts')} and {path} {mine.get('bench')}, "
+                         f"{mine.get('gp_restarts')}")
+    key = lambda r: (r["problem"], r["arm"], r["seed"])  # noqa: E731
+    taken = {key(r) for r in theirs["results"]}
+    mine["results"] = [r for r in mine["results"] if key(r) not in taken] + theirs["results"]
+    mine["wall_s"] = mine["wall_s"] + theirs["wall_s"]
+    path.write_text(json.dumps(mine, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 3 rounds, small test sets (a smoke run)")
@@ -356,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summarize", action="store_true", help="redraw the table and plot from the saved json")
     parser.add_argument("--cheap", action="store_true", help="1 GP start, 2 optimizer starts, 128 integration points")
     parser.add_argument("--readme", action="store_true", help="paste the summary table into README.md's suggest block")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (a run split over processes)")
+    parser.add_argument("--merge", default=None, help="add the campaigns of another run's folder to --out's, and table them")
     args = parser.parse_args(argv)
     _use_settings(args.cheap)
     seeds = args.seeds or (2 if args.quick else SEEDS)
@@ -363,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "suggest_quick" if args.quick else "suggest"
-    if args.summarize:
+    if args.merge:
+        merge_runs(out / f"{tag}.json", Path(args.merge) / f"{tag}.json")
+    if args.summarize or args.merge:
         saved = json.loads((out / f"{tag}.json").read_text())
         results, wall = saved["results"], saved["wall_s"]
         _use_settings(saved.get("bench") == CHEAP)  # the table names the settings the saved run used
