@@ -349,20 +349,3 @@ def test_the_trainer_weighs_all_members_when_it_picks_threads(demo_table):
     *_, tr = _train(demo_table, "eager", epochs=1)
     assert tr.threads.width == activation_width(tr.model) == 16 * K
     assert tr.engine.threads is tr.threads
-
-
-def test_a_bootstrap_ensemble_without_a_split_validates_on_the_steps_own_forward_pass(demo_table, monkeypatch):
-    """No held-out rows: the members' resamples are the validation rows (in-sample, as one
-    network's training rows are), so a full-batch epoch needs no second forward pass."""
-    from rollfit.training.fastpath import MLPStepMath
-
-    calls = []
-    real = MLPStepMath.predict
-    monkeypatch.setattr(MLPStepMath, "predict", lambda self, xn: calls.append(xn.shape) or real(self, xn))
-    _, hist, tr = _train(demo_table, "eager", "model.bootstrap=true", epochs=12)
-    assert isinstance(tr.engine, FusedEngine) and calls == []
-    net = tr.model
-    xm, ym = tr.engine.rows.of(tr.data.train.x.double(), tr.engine.val_yn)
-    with torch.no_grad():
-        in_sample = (net.forward_normalized(xm) - ym).square().mean()
-    assert float(hist[-1, 1]) == pytest.approx(float(in_sample), rel=1e-9)

@@ -11,10 +11,7 @@ member dimension in front.
 Members differ by their random initialization (the run's seed) and, with
 ``model.bootstrap``, by the rows they see: member k trains on its own resample of the
 training rows (``bootstrap_rows``, seeded by ``bootstrap_seed``), which weighs each row by
-how often it was drawn, in every loss term. Without a validation split, such an ensemble's
-``loss/val`` (the best epoch's measure) is the members' error on their own resamples: in-sample,
-as one network's training rows are when there is no split, and taken from the training
-step's own forward pass (``training.step.MemberRows.validation_rows``).
+how often it was drawn, in every loss term.
 
 Uncertainty: the spread of the members (their standard deviation) under-covers held-out
 errors, so it is calibrated after training: per output, ``std = sqrt((std_scale *
