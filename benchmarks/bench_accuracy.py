@@ -51,6 +51,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import readme_block  # noqa: E402
 from problems import OUTPUT, PROBLEMS, QUICK, Problem, make_problem  # noqa: E402
 
 REPO = HERE.parent
@@ -300,16 +301,6 @@ def merge(results: dict[str, Any], other: dict[str, Any]) -> None:
     results.setdefault("problems", {}).update(other.get("problems", {}))
 
 
-def paste_into_readme(table: str, readme: Path = REPO / "README.md") -> None:
-    """Replace what README.md holds between ``<!-- accuracy:start -->`` and ``<!-- accuracy:end -->``."""
-    from rollfit.io import atomic_write_text
-
-    text = readme.read_text()
-    start, end = "<!-- accuracy:start -->\n", "<!-- accuracy:end -->"
-    i, j = text.index(start) + len(start), text.index(end)
-    atomic_write_text(readme, text[:i] + table + text[j:])
-
-
 def save_results(results: dict[str, Any], out: Path) -> None:
     """``accuracy.json`` and ``accuracy.md``, each written atomically."""
     from rollfit.io import atomic_write_json, atomic_write_text
@@ -365,7 +356,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.table_only or args.merge or args.readme:
         save_results(results, out)
         if args.readme:
-            paste_into_readme((out / "accuracy.md").read_text())
+            readme_block.paste("accuracy", (out / "accuracy.md").read_text())
         print(markdown(results))
         return 0
     results["machine"] = machine()

@@ -46,6 +46,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import readme_block  # noqa: E402
+
 ARMS = ("explore", "minimize", "sobol", "random")
 INIT, ROUNDS, BATCH, SEEDS = 20, 6, 8, 5
 OUTLIER_P = 0.03
@@ -295,16 +297,6 @@ def whole_seeds(results: list[dict], problems: list[str]) -> list[dict]:
     return [_with_true_minimum(r) for r in results if r["seed"] in done]
 
 
-def paste_readme(readme: Path, table: str) -> None:
-    """Replace what README.md holds between ``<!-- suggest:start -->`` and ``<!-- suggest:end -->``."""
-    from rollfit.io import atomic_write_text
-
-    text = readme.read_text()
-    start, end = "<!-- suggest:start -->\n", "<!-- suggest:end -->"
-    i, j = text.index(start) + len(start), text.index(end)
-    atomic_write_text(readme, text[:i] + table + text[j:])
-
-
 def plot(results: list[dict], problems: list[str], rounds: int, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -394,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{tag}.md").write_text(table)
     plot(results, args.problems, rounds, out / f"{tag}.png")
     if args.readme:
-        paste_readme(HERE.parent / "README.md", summary_table(results, args.problems, rounds))
+        readme_block.paste("suggest", summary_table(results, args.problems, rounds))
     print(table)
     return 0
 
