@@ -45,7 +45,7 @@ import torch
 from ..errors import ConfigError, RollfitError, did_you_mean, listing
 from ..model.kinds import require_std
 from .constraints import Constraint, Expression, parse_constraint, parse_target
-from .rundata import resolve_data_path
+from .rundata import resolve_data_path, run_data_section
 
 
 class SurrogateLike(Protocol):
@@ -461,7 +461,7 @@ def load_training_inputs(sur: "SurrogateLike") -> tuple[Optional[np.ndarray], st
     from ..data.datamodule import split_indices
     from ..data.reader import load_rollouts
 
-    data = (sur.config.get("run_config") or {}).get("data") or {}
+    data = run_data_section(sur.config)
     if not data.get("hdf5_path"):
         return None, "the checkpoint does not record its training data (run_config.data.hdf5_path)"
     paths = resolve_data_path(data["hdf5_path"], sur.run_dir)

@@ -317,8 +317,9 @@ def calibration_scale(model, level: float) -> float:
     cover their row: the ``ceil(level (n + 1))``-th smallest ``|z|`` over the normal quantile
     (split-conformal, on rows not flagged as outliers). 1 with fewer than 3 such rows."""
     z = loo_residuals(model).abs()
-    flagged = set(support_of(model))
-    z = torch.stack([v for i, v in enumerate(z) if i not in flagged]) if flagged else z
+    keep = torch.ones_like(z, dtype=torch.bool)
+    keep[support_of(model)] = False
+    z = z[keep]
     if z.numel() < 3 or not bool(torch.isfinite(z).all()):
         return 1.0
     rank = min(z.numel(), math.ceil(level * (z.numel() + 1)))
