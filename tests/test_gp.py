@@ -407,3 +407,19 @@ def test_cross_validation_of_a_gp_scores_its_intervals(tmp_path, demo_file, fast
     saved = json.loads((out / "metrics_cv.json").read_text())
     assert len(saved["per_output"]["cot_ma15"]["coverage_95"]["folds"]) == 2
     assert "nll" in saved["pooled"]["cot_ma15"]
+
+
+@pytest.mark.parametrize("scale, message", [
+    (torch.ones(3, dtype=DT), "expected weights of model.kind gp, but got shape mismatch (checkpoint vs network) "
+                              "'std_scale (3,) vs (2,)'"),
+    (torch.tensor([1.0, float("nan")], dtype=DT), "std_scale: expected 2 positive finite factor(s), but got [1.0, nan]"),
+    (torch.tensor([0.5, -2.0], dtype=DT), "std_scale: expected 2 positive finite factor(s), but got [0.5, -2.0]"),
+])
+def test_a_crafted_std_scale_is_a_one_line_error_naming_the_file(two_output_gp, scale, message):
+    from rollfit.runs.checkpoint import load_weights
+
+    state = {**two_output_gp.state_dict(), "std_scale": scale}
+    again = kind_spec("gp").build(two_output_gp.constructor_args())
+    with pytest.raises(CheckpointError) as err:
+        load_weights(again, state, "run/checkpoints/best.ckpt")
+    assert str(err.value) == f"run/checkpoints/best.ckpt: {message}"

@@ -398,6 +398,10 @@ class GPSurrogate(nn.Module):
             self.gps = nn.ModuleList(self._make_models()).to(self.train_x)
         if "std_scale" not in state_dict:  # written before calibration existed: the std it always gave
             state_dict = {**state_dict, "std_scale": torch.ones(self.output_dim, dtype=DTYPE)}
+        scale = torch.as_tensor(state_dict["std_scale"])
+        if scale.shape == (self.output_dim,) and not bool((torch.isfinite(scale) & (scale > 0)).all()):
+            raise CheckpointError(f"std_scale: expected {self.output_dim} positive finite factor(s), but got "
+                                  f"{[float(v) for v in scale[:4]]}")
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.eval()
         return result

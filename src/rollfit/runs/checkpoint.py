@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from ..config import ACTIVATIONS, read_yaml_file
 from ..ckpt_schema import found, validate_checkpoint
@@ -342,14 +343,30 @@ def load_weights(model: RegressionNet, state: dict[str, Any], path: str | Path) 
                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch (checkpoint vs network)", shapes))
                 if items]
     if problems:
-        sequential = any(k.startswith("mlp.mlp.") for k in unexpected)
-        residual = any(k.startswith("mlp.input_layer.") for k in unexpected)
-        hint = ("; the weights have the sequential layout (mlp.mlp.*), not the residual one" if sequential and model.residual
-                else "; the weights have the residual layout (mlp.input_layer ...)" if residual and not model.residual
-                else "")
-        raise CheckpointError(f"{path}: expected weights of layers={model.layers} residual={model.residual}, but "
-                              f"got {'; '.join(problems)}{hint}")
-    model.load_state_dict(state, strict=True)
+        raise CheckpointError(f"{path}: expected weights of {_shape_text(model)}, but got {'; '.join(problems)}"
+                              f"{_layout_hint(model, unexpected)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except CheckpointError as exc:  # a kind's own check of the values (model/gp.py: std_scale)
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _shape_text(model: nn.Module) -> str:
+    """What the rebuilt model is: a network's layers, or a kind without layers (a GP) by name."""
+    if hasattr(model, "layers") and hasattr(model, "residual"):
+        return f"layers={model.layers} residual={model.residual}"
+    return f"model.kind {getattr(model, 'kind', type(model).__name__)}"
+
+
+def _layout_hint(model: nn.Module, unexpected: list[str]) -> str:
+    """A network's weights of the other layout (sequential vs residual), said so."""
+    if not hasattr(model, "residual"):
+        return ""
+    if model.residual and any(k.startswith("mlp.mlp.") for k in unexpected):
+        return "; the weights have the sequential layout (mlp.mlp.*), not the residual one"
+    if not model.residual and any(k.startswith("mlp.input_layer.") for k in unexpected):
+        return "; the weights have the residual layout (mlp.input_layer ...)"
+    return ""
 
 
 def _few(items: list[str], n: int = 3) -> str:
