@@ -193,12 +193,43 @@ def test_bootstrap_resamples_are_seeded_and_give_out_of_bag_calibration_rows():
     assert not torch.equal(idx, EnsembleNet(2, 1, [4], members=5, bootstrap=True, bootstrap_seed=8).bootstrap_rows(30))
     x, yn = torch.randn(30, 2), torch.randn(30, 1)
     rows = MemberRows(net, x, yn)
-    xb, yb = rows.of(x, yn)
-    assert xb.shape == (5, 30, 2) and torch.equal(xb[2], x[idx[2]]) and torch.equal(yb[2], yn[idx[2]])
+    w = rows.weights(x)
+    assert w.shape == (5, 30, 1) and w.dtype == x.dtype and torch.equal(w.sum(1), torch.full((5, 1), 30.0))
+    assert torch.equal(w[2, :, 0], torch.bincount(idx[2], minlength=30).float())
+    assert MemberRows(EnsembleNet(2, 1, [4], members=5), x, yn).weights(x) is None
     rows.calibrate_on(x, yn, same_as_val=True)
     _, _, source, oob = net._calibration_rows
     drawn = torch.zeros(5, 30, dtype=torch.bool).scatter_(1, idx, True)
     assert source == "out-of-bag rows" and torch.equal(oob, ~drawn)
+
+
+@pytest.mark.parametrize("kind", ["huber", "tukey"])
+def test_weighing_rows_by_their_draws_is_training_on_the_resample(kind):
+    """The fused step's loss and gradients with bootstrap weights equal those of the gathered
+    resample (each member on its own rows, the autograd reference), and finite differences."""
+    torch.manual_seed(3)
+    net = _ensemble(True, "gelu", [6, 5], out=2, bootstrap=True, bootstrap_seed=4)
+    cfg = _cfg(kind)
+    x, yn = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
+    idx, w = net.bootstrap_rows(20), net.bootstrap_weights(20, dtype=torch.float64)
+    fp = FlatParams(net)
+    math = MLPStepMath(net, fp, cfg)
+    total, parts = math.backward(math.forward(math.normalize(x)), yn, LOSSES[kind], w)
+    grad = fp.grad.clone()
+    ref = ReferenceEngine(net, cfg, torch.optim.SGD(net.parameters(), lr=0.0), x, yn)
+    net.zero_grad()
+    ref_total, ref_parts = ref.loss(x[idx], yn[idx], 0)  # (K, N, D): member k's resample
+    (ref_total * K).backward()
+    torch.testing.assert_close(parts, ref_parts.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, torch.cat([p.grad.reshape(-1) for p in net.parameters()]), rtol=1e-9, atol=1e-12)
+    eps, probe = 1e-6, torch.randn(fp.flat.shape, dtype=torch.float64)
+    with torch.no_grad():
+        values = []
+        for sign in (1.0, -1.0):
+            fp.flat.add_(probe, alpha=sign * eps)
+            values.append(math.backward(math.forward(math.normalize(x)), yn, LOSSES[kind], w)[0] * K)
+            fp.flat.sub_(probe, alpha=sign * eps)
+    torch.testing.assert_close((values[0] - values[1]) / (2 * eps), torch.dot(grad, probe), rtol=1e-5, atol=1e-7)
 
 
 # ---- training through the Trainer --------------------------------------------------------------

@@ -7,6 +7,7 @@ Fits use one or two starts (``FAST``) to keep each test short.
 import dataclasses
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -215,6 +216,24 @@ def test_robust_gp_flags_planted_outliers():
     again = _reload(robust)  # the outlier support comes back with the checkpoint
     assert again.outliers() == robust.outliers()
     torch.testing.assert_close(again.predict_std(xt)[1], robust.predict_std(xt)[1], rtol=0, atol=1e-10)
+
+
+def test_robust_starts_are_counted_and_ranked_by_likelihood_and_support_prior():
+    assert G.starts(G.DEFAULT_SETTINGS, 100, robust=True) == 5 and G.starts(G.DEFAULT_SETTINGS, 400, robust=True) == 2
+    assert G.starts(dataclasses.replace(G.DEFAULT_SETTINGS, robust_restarts=1), 100, robust=True) == 1
+    x, y = _noisy_2d(n=24, seed=5, noise=0.05)
+    y = y[:, :1].clone()
+    y[[4, 17]] += 4.0
+    scores = []
+    for restarts in (1, 3):
+        model = G.GPSurrogate(x, y, robust=True, settings=dataclasses.replace(FAST, restarts=3, robust_restarts=restarts))
+        model.fit()
+        gp = model.gps[0]
+        n_flagged = len(gp.likelihood.noise_covar.support)
+        assert G._support_log_prior(gp) == pytest.approx(-n_flagged / 4.0 - math.log(4.0))  # mean int(0.2 * 24)
+        scores.append(G._mll_value(gp) + G._support_log_prior(gp))
+        assert {4, 17} <= {row for row, _ in model.outliers()}
+    assert scores[1] >= scores[0] - 1e-9  # the best of three starts, the first among them
 
 
 def test_row_limit_error_names_the_key_and_the_ensemble_kind():

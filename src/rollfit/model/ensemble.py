@@ -11,7 +11,9 @@ member dimension in front.
 Members differ by their random initialization (the run's seed) and, with
 ``model.bootstrap``, by the rows they see: member k trains on its own resample of the
 training rows (``bootstrap_rows``, seeded by ``bootstrap_seed``), which weighs each row by
-how often it was drawn, in every loss term.
+how often it was drawn, in every loss term (``bootstrap_weights``: the engines weigh the
+original rows instead of gathering the resample, so one forward pass of the rows serves
+every member's training step and the validation score, out-of-bag rows included).
 
 Uncertainty: the spread of the members (their standard deviation) under-covers held-out
 errors, so it is calibrated after training: per output, ``std = sqrt((std_scale *
@@ -150,8 +152,8 @@ class EnsembleNet(nn.Module):
     # ---- outputs -----------------------------------------------------------------------------
     def forward_normalized(self, x: Tensor) -> Tensor:
         """Every member's output in training units, (K, N, out), for raw inputs x (N, D) shared
-        by the members or (K, N, D) one set per member (bootstrap resamples, the autograd
-        penalty's per-member input gradients)."""
+        by the members or (K, N, D) one set per member (the autograd penalty's per-member
+        input gradients)."""
         return self.mlp((x - self.input_mean) / self.input_std)
 
     def to_units(self, y: Tensor) -> Tensor:
@@ -199,6 +201,14 @@ class EnsembleNet(nn.Module):
         run draws the same ones)."""
         gen = torch.Generator().manual_seed(self.bootstrap_seed)
         return torch.randint(n, (self.members, n), generator=gen).to(device)
+
+    def bootstrap_weights(self, n: int, device: torch.device | str = "cpu",
+                          dtype: torch.dtype = torch.float32) -> Tensor:
+        """(K, n, 1) how often member k's resample (``bootstrap_rows``) drew each row: weighing
+        row i's loss terms by it is training on the resample (each member's weights sum to n)."""
+        idx = self.bootstrap_rows(n)
+        counts = torch.zeros(self.members, n, dtype=dtype).scatter_add_(1, idx, torch.ones(idx.shape, dtype=dtype))
+        return counts.unsqueeze(-1).to(device)
 
     def set_calibration_rows(self, x: Tensor, y: Tensor, source: str, out_of_bag: Optional[Tensor] = None) -> None:
         """Rows to calibrate the std on when a checkpoint is written: raw inputs x (N, D),

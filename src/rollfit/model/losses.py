@@ -36,13 +36,14 @@ GRAD_CLAMP = 1e3
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor, kind: str, delta: float = 1.0,
-                        epoch: int = 0, start_epoch: int = 0) -> Tensor:
-    """The configured reconstruction loss of ``pred`` vs ``target`` (mean over elements)."""
+                        epoch: int = 0, start_epoch: int = 0, weights: Optional[Tensor] = None) -> Tensor:
+    """The configured reconstruction loss of ``pred`` vs ``target`` (mean over elements, each
+    row weighed by ``weights`` (..., N, 1) when given: a bootstrap member's draw counts)."""
     if kind not in LOSSES:
         raise ConfigError(f"trainer.recon_type: expected one of {', '.join(LOSSES)}, but got '{kind}'"
                           f"{did_you_mean(str(kind), LOSSES)}")
     loss = loss_in_effect(kind, epoch, start_epoch)
-    return loss.value(pred - target, delta * loss.delta_scale)
+    return loss.value(pred - target, delta * loss.delta_scale, weights)
 
 
 def l1_penalty(params: Iterable[Tensor]) -> Tensor:
@@ -55,13 +56,15 @@ def l2_penalty(params: Iterable[Tensor]) -> Tensor:
     return torch.stack([p.square().mean() for p in params]).sum()
 
 
-def grad_penalty(g: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
+def grad_penalty(g: Tensor, input_scale: Optional[Tensor] = None, weights: Optional[Tensor] = None) -> Tensor:
     """GP from the input gradient g (B, D) of sum_k y_k by the RAW input: mean_b sum_j
     (g_bj * input_scale_j clamped to +-1e3)^2. ``input_scale`` = the inputs' std turns
-    d/dx_raw into d/dx_normalized (``grad_space: normalized``); None keeps the raw one."""
+    d/dx_raw into d/dx_normalized (``grad_space: normalized``); None keeps the raw one.
+    ``weights`` (..., B, 1): each row's weight in the mean (a bootstrap member's draw counts)."""
     if input_scale is not None:
         g = g * input_scale
-    return g.clamp(-GRAD_CLAMP, GRAD_CLAMP).square().sum(dim=-1).mean()
+    per_row = g.clamp(-GRAD_CLAMP, GRAD_CLAMP).square().sum(dim=-1)
+    return per_row.mean() if weights is None else (per_row * weights[..., 0]).mean()
 
 
 def gp_input_scale(input_std: Tensor, grad_space: str) -> Optional[Tensor]:
@@ -69,7 +72,8 @@ def gp_input_scale(input_std: Tensor, grad_space: str) -> Optional[Tensor]:
     return input_std if grad_space == "normalized" else None
 
 
-def grad_penalty_double_backward(pred: Tensor, x: Tensor, input_scale: Optional[Tensor] = None) -> Tensor:
+def grad_penalty_double_backward(pred: Tensor, x: Tensor, input_scale: Optional[Tensor] = None,
+                                 weights: Optional[Tensor] = None) -> Tensor:
     """GP by autograd (the original's way): x (raw) must require grad and ``pred`` depend on it."""
     (g,) = torch.autograd.grad(pred, x, torch.ones_like(pred), create_graph=True)
-    return grad_penalty(g, input_scale)
+    return grad_penalty(g, input_scale, weights)

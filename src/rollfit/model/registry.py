@@ -35,15 +35,21 @@ class Activation:
 
 @dataclass(frozen=True)
 class Loss:
-    """``value(r, d)``: mean over elements of rho(r); ``grad(r, d)``: d rho / d r per element
-    (the mean's 1/n applied by the caller); ``d = recon_delta * delta_scale``;
-    ``warm_start``: use huber before ``recon_start_epoch`` (non-convex losses)."""
+    """``rho(r, d)``: the loss of each residual; ``grad(r, d)``: d rho / d r per element (the
+    mean's 1/n applied by the caller); ``d = recon_delta * delta_scale``; ``warm_start``: use
+    huber before ``recon_start_epoch`` (non-convex losses)."""
 
     name: str
-    value: Callable[["Tensor", float], "Tensor"]
+    rho: Callable[["Tensor", float], "Tensor"]
     grad: Callable[["Tensor", float], "Tensor"]
     delta_scale: float = 1.0
     warm_start: bool = False
+
+    def value(self, r: "Tensor", d: float, weights: Optional["Tensor"] = None) -> "Tensor":
+        """The mean of rho over the elements of ``r``, each weighed by ``weights`` when given
+        (broadcast against ``r``; a bootstrap member's draw counts, which average to one)."""
+        rho = self.rho(r, d)
+        return rho.mean() if weights is None else (rho * weights).mean()
 
 
 ACTIVATIONS: dict[str, Activation] = {}
@@ -104,14 +110,14 @@ register(Activation("tanh", lambda z: z.tanh(), _tanh_parts, "tanhf(z)"))
 # ---- reconstruction losses (rollfit applies them to normalized targets) ------------------------
 def _huber(r: "Tensor", d: float) -> "Tensor":
     import torch
-    return torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=d)
+    return torch.nn.functional.huber_loss(r, torch.zeros_like(r), reduction="none", delta=d)
 
 
 def _tukey(r: "Tensor", d: float) -> "Tensor":
     import torch
     u = (r / d).square()
     inside = d * d / 6.0 * (1.0 - (1.0 - u).pow(3))
-    return torch.where(u <= 1.0, inside, torch.full_like(r, d * d / 6.0)).mean()
+    return torch.where(u <= 1.0, inside, torch.full_like(r, d * d / 6.0))
 
 
 def _tukey_grad(r: "Tensor", d: float) -> "Tensor":
@@ -120,13 +126,13 @@ def _tukey_grad(r: "Tensor", d: float) -> "Tensor":
     return torch.where(u <= 1.0, r * torch.rsub(u, 1.0).square(), torch.zeros_like(r))
 
 
-register(Loss("mse", lambda r, d: r.square().mean(), lambda r, d: r * 2.0))
+register(Loss("mse", lambda r, d: r.square(), lambda r, d: r * 2.0))
 register(Loss("huber", _huber, lambda r, d: r.clamp(-d, d)))
-register(Loss("cauchy", lambda r, d: (0.5 * d * d * (r / d).square().log1p()).mean(),
+register(Loss("cauchy", lambda r, d: 0.5 * d * d * (r / d).square().log1p(),
               lambda r, d: r / (r / d).square().add_(1.0), delta_scale=1.2))
-register(Loss("welsch", lambda r, d: (0.5 * d * d * (1.0 - (-(r / d).square()).exp())).mean(),
+register(Loss("welsch", lambda r, d: 0.5 * d * d * (1.0 - (-(r / d).square()).exp()),
               lambda r, d: r * (-(r / d).square()).exp(), delta_scale=1.8, warm_start=True))
-register(Loss("geman", lambda r, d: (0.5 * r.square() / (1.0 + r.square() / (d * d))).mean(),
+register(Loss("geman", lambda r, d: 0.5 * r.square() / (1.0 + r.square() / (d * d)),
               lambda r, d: r / (r / d).square().add_(1.0).square(), delta_scale=1.2, warm_start=True))
 register(Loss("tukey", _tukey, _tukey_grad, delta_scale=3.5, warm_start=True))
 

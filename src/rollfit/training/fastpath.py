@@ -320,8 +320,9 @@ class MLPStepMath:
         fw.g = g if g.shape[:-1] == rows else g.expand(*rows, -1).contiguous()
 
     # ---- backward ---------------------------------------------------------------------------
-    def backward(self, fw: Forward, yn: Tensor, loss: Loss) -> tuple[Tensor, Tensor]:
-        """Write d total / d weights into the grad buffer; return (total, [recon, l1, l2, gp])."""
+    def backward(self, fw: Forward, yn: Tensor, loss: Loss, w: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Write d total / d weights into the grad buffer; return (total, [recon, l1, l2, gp]).
+        ``w`` (K, B, 1): each member's weight of each row (bootstrap draw counts), or None."""
         c, fp, flat, grad = self.cfg, self.fp, self.flat, self.grad
         torch.mul(torch.sign(flat), self.c_l1, out=grad)
         grad.addcmul_(self.c_l2, flat)
@@ -329,10 +330,12 @@ class MLPStepMath:
         l2 = torch.dot(flat.square(), fp.inv_count)
         r = fw.y - yn
         delta = c.recon_delta * loss.delta_scale
-        rec = loss.value(r, delta)  # the members' mean; the gradient is of their sum
+        rec = loss.value(r, delta, w)  # the members' mean; the gradient is of their sum
         ybar = loss.grad(r, delta).mul_(c.recon_weight * self.members / r.numel())
+        if w is not None:
+            ybar.mul_(w)
         if self.with_gp:
-            gp, zbar_gp = self._penalty_backward(fw)
+            gp, zbar_gp = self._penalty_backward(fw, w)
         else:
             gp, zbar_gp = rec.new_zeros(()), [None] * len(self.blocks)
         self._main_backward(fw, ybar, zbar_gp)
@@ -341,14 +344,17 @@ class MLPStepMath:
         parts = torch.stack([rec, l1, l2, gp])
         return torch.dot(parts, self.weights), parts
 
-    def _penalty_backward(self, fw: Forward) -> tuple[Tensor, list[Optional[Tensor]]]:
-        """The penalty's value and its gradient through the input-gradient sweep."""
+    def _penalty_backward(self, fw: Forward, w: Optional[Tensor] = None) -> tuple[Tensor, list[Optional[Tensor]]]:
+        """The penalty's value and its gradient through the input-gradient sweep (rows weighed by ``w``)."""
         g = fw.g
         gc = g.clamp(-GRAD_CLAMP, GRAD_CLAMP)
-        gp = gc.square().sum(-1).mean()
+        per_row = gc.square().sum(-1)
+        gp = per_row.mean() if w is None else (per_row * w[..., 0]).mean()
         # clamp passes the gradient where -C <= g <= C, i.e. where clamping changed nothing
         scale = 2.0 * self.cfg.grad_weight / g.shape[-2]  # per member: the gradient of the members' sum
         ubar = (gc * (gc == g)).mul_(self.inv_std * scale if self.raw_gp else scale)
+        if w is not None:
+            ubar.mul_(w)
         zbar_gp: list[Optional[Tensor]] = []
         for blk, u, v, d1, d2, merged in zip(self.blocks, fw.us, fw.vs, fw.d1, fw.d2, fw.merged):
             ubar = _reduce_rows(ubar, v.shape[-2])

@@ -11,7 +11,8 @@
 Both engines train an ``EnsembleNet`` as they train one network (its weights have a leading
 member dimension): the loss is the sum over members of each member's loss, the logged losses
 and the validation MSE (the plateau scheduler's signal) are the members' mean, and
-``MemberRows`` gives each member its bootstrap resample and the model its calibration rows.
+``MemberRows`` weighs each member's rows by its bootstrap draws and gives the model its
+calibration rows.
 """
 from __future__ import annotations
 
@@ -85,12 +86,14 @@ TRAINING_ROWS_NOTE = ("model.kind ensemble: no held-out rows (data.train_split i
 
 
 class MemberRows:
-    """The rows each member of an ensemble trains on, and the rows its std is calibrated on.
+    """The weight of each row in each member's loss, and the rows its std is calibrated on.
 
     For one network (and an ensemble without ``bootstrap``) every member sees the training
-    rows as they are. With ``bootstrap``, member k sees its resample
-    (``EnsembleNet.bootstrap_rows``): ``of`` returns (K, N, ...) tensors, gathered once per
-    data tensor, so every loss term weighs a row by how often the member drew it.
+    rows as they are: ``weights`` is None. With ``bootstrap``, member k trains on its
+    resample (``EnsembleNet.bootstrap_rows``), written as (K, N, 1) draw counts on the
+    original rows (``EnsembleNet.bootstrap_weights``) that every loss term is weighed by, so
+    the members share one forward pass of the rows, which also scores the validation rows
+    when they are the training rows (out-of-bag rows included, as the best epoch needs).
     ``calibrate_on`` gives the ensemble its calibration rows (see ``model/ensemble.py``):
     the validation rows when they differ from the training rows, else the out-of-bag rows
     of a bootstrap, else the training rows.
@@ -101,32 +104,16 @@ class MemberRows:
         self.bootstrap = self.model is not None and self.model.bootstrap
         self.val_x, self.val_yn = val_x, val_yn
         self._seen: Optional[Tensor] = None
-        self._cache: tuple = (None, None, -1, None, None)
-        self._idx: Optional[Tensor] = None
+        self._weights: Optional[Tensor] = None
 
-    def index(self, n: int, device: torch.device) -> Tensor:
-        """(K, n) bootstrap row indices (drawn once)."""
-        if self._idx is None or self._idx.shape[1] != n:
-            self._idx = self.model.bootstrap_rows(n, device)
-        return self._idx
-
-    def of(self, x: Tensor, yn: Tensor) -> tuple[Tensor, Tensor]:
-        """(x, yn) as the members see them: unchanged, or each member's resample (K, N, ...).
-        The result is cached and refreshed in place when ``x`` was written in place."""
+    def weights(self, x: Tensor) -> Optional[Tensor]:
+        """(K, N, 1) draw counts of the N rows of ``x`` (drawn once), or None without bootstrap."""
         if not self.bootstrap:
-            return x, yn
-        src, ysrc, version, xb, yb = self._cache
-        if src is x and ysrc is yn and version == x._version:
-            return xb, yb
-        idx = self.index(x.shape[0], x.device)
-        new_x, new_y = x[idx], yn[idx]
-        if src is x and ysrc is yn and xb is not None:  # keep the tensors a captured graph reads
-            xb.copy_(new_x)
-            yb.copy_(new_y)
-        else:
-            xb, yb = new_x, new_y
-        self._cache = (x, yn, x._version, xb, yb)
-        return xb, yb
+            return None
+        w = self._weights
+        if w is None or w.shape[1] != x.shape[0] or w.device != x.device or w.dtype != x.dtype:
+            w = self._weights = self.model.bootstrap_weights(x.shape[0], x.device, x.dtype)
+        return w
 
     def calibrate_on(self, x: Tensor, yn: Tensor, same_as_val: bool) -> None:
         """Give the ensemble its calibration rows, once per training tensor ``x`` (raw inputs)."""
@@ -137,10 +124,7 @@ class MemberRows:
             if not same_as_val:
                 m.set_calibration_rows(self.val_x, m.to_units(self.val_yn), "validation rows")
             elif self.bootstrap:
-                idx = self.index(x.shape[0], x.device)
-                drawn = torch.zeros(m.members, x.shape[0], dtype=torch.bool, device=x.device)
-                drawn.scatter_(1, idx, True)
-                m.set_calibration_rows(x, m.to_units(yn), "out-of-bag rows", ~drawn)
+                m.set_calibration_rows(x, m.to_units(yn), "out-of-bag rows", self.weights(x)[..., 0] == 0)
             else:
                 m.set_calibration_rows(x, m.to_units(yn), "training rows")
                 warnings.warn(TRAINING_ROWS_NOTE, UserWarning, stacklevel=4)
@@ -166,12 +150,12 @@ class ReferenceEngine:
 
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
         self.rows.calibrate_on(x, yn, same_rows(x, self.val_x))
-        return as_dict(*self._update(*self.rows.of(x, yn), epoch))
+        return as_dict(*self._update(x, yn, self.rows.weights(x), epoch))
 
     def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses:
         self.rows.calibrate_on(x, yn, same_rows(x, self.val_x))
-        xm, ym = self.rows.of(x, yn)
-        return self._update(xm.index_select(-2, idx), ym.index_select(-2, idx), epoch)
+        w = self.rows.weights(x)
+        return self._update(x[idx], yn[idx], None if w is None else w[:, idx], epoch)
 
     def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
                     generator: torch.Generator) -> dict[str, Tensor]:
@@ -185,16 +169,17 @@ class ReferenceEngine:
     def on_state_loaded(self) -> None:
         """Nothing is cached."""
 
-    def _update(self, x: Tensor, yn: Tensor, epoch: int) -> Losses:
-        total, parts = self.loss(x, yn, epoch)
+    def _update(self, x: Tensor, yn: Tensor, w: Optional[Tensor], epoch: int) -> Losses:
+        total, parts = self.loss(x, yn, epoch, w)
         self.opt.zero_grad(set_to_none=True)
         (total * self.members if self.members > 1 else total).backward()  # members: the sum of their losses
         self.opt.step()
         return total.detach(), parts.detach()
 
-    def loss(self, x: Tensor, yn: Tensor, epoch: int) -> Losses:
+    def loss(self, x: Tensor, yn: Tensor, epoch: int, w: Optional[Tensor] = None) -> Losses:
         """Total weighted loss and the stacked components for raw inputs and training-unit targets
-        (an ensemble's: the means over its members, each member differentiated by its own inputs)."""
+        (an ensemble's: the means over its members, each member differentiated by its own inputs,
+        each row weighed by its bootstrap draws ``w`` (K, N, 1) when given)."""
         c = self.cfg
         if c.grad_weight == 0:
             pred = self.model.forward_normalized(x)
@@ -205,8 +190,8 @@ class ReferenceEngine:
             x = x.detach().clone().requires_grad_(True)
             pred = self.model.forward_normalized(x)
             gp = losses.grad_penalty_double_backward(pred, x, losses.gp_input_scale(self.model.input_std,
-                                                                                     c.grad_space))
-        rec = losses.reconstruction_loss(pred, yn, c.recon_type, c.recon_delta, epoch, c.recon_start_epoch)
+                                                                                     c.grad_space), w)
+        rec = losses.reconstruction_loss(pred, yn, c.recon_type, c.recon_delta, epoch, c.recon_start_epoch, w)
         parts = torch.stack([rec, losses.l1_penalty(self.params), losses.l2_penalty(self.params), gp])
         total = c.recon_weight * rec + c.l1_weight * parts[1] + c.l2_weight * parts[2] + c.grad_weight * gp
         return total, parts
@@ -342,7 +327,7 @@ class FusedEngine:
         self.rows = MemberRows(model, val_x, val_yn)
         self.threads = threads or ThreadChoice(val_x.device, activation_width(model))
         self.run = {"eager": Eager, "compiled": Compiled, "captured": Captured}[execution](self, sched)
-        self._buffers: dict[int, tuple[Tensor, Tensor]] = {}
+        self._buffers: dict[int, tuple[Optional[Tensor], ...]] = {}
         self.val_xn = self.math.normalize(val_x)
         self._norm: tuple[Optional[Tensor], int, Optional[Tensor]] = (None, -1, None)
         self._fw = None  # the forward pass of the full-batch rows at the current weights
@@ -364,34 +349,30 @@ class FusedEngine:
     def step(self, x: Tensor, yn: Tensor, epoch: int) -> dict[str, Tensor]:
         """A full-batch epoch: one update on all rows; returns detached ``train`` and components."""
         loss, same = self._loss(epoch), self._is_val(x)
-        xn, yn = self._member_rows(x, yn, same)
-        # resampled rows are not the validation rows: scoring every member on the original rows takes a
-        # second forward pass, but it includes each member's out-of-bag rows (~37%), which keeps the best
-        # epoch from overfitting (scored on the resamples instead, borehole_100's RMSE went 4.52 -> 25.6)
-        same = same and not self.rows.bootstrap
+        xn, yn, w = self._member_rows(x, yn, same)
         with self.threads.use(x.shape[0], timed=True):
             if self.run.pipelined:
                 self._keep_forward(x, xn)
-            key = ("full", loss.name, same, id(xn), id(yn))
-            out = self.run.epoch(key, lambda: self._full_body(xn, yn, loss, same))
+            key = ("full", loss.name, same, id(xn), id(yn), id(w))
+            out = self.run.epoch(key, lambda: self._full_body(xn, yn, w, loss, same))
         self._fw_key = (x, self.fp.version())
         return self._finish(*out)
 
     def batch(self, x: Tensor, yn: Tensor, idx: Tensor, epoch: int) -> Losses:
         """One update on rows ``idx`` (distributed training's per-batch call)."""
-        xn, yn = self._member_rows(x, yn, self._is_val(x))
-        return self._batch(xn, yn, idx, self._loss(epoch))
+        xn, yn, w = self._member_rows(x, yn, self._is_val(x))
+        return self._batch(xn, yn, w, idx, self._loss(epoch))
 
     def train_epoch(self, x: Tensor, yn: Tensor, epoch: int, batch_size: int,
                     generator: torch.Generator) -> dict[str, Tensor]:
         """A shuffled pass in mini-batches (one ``randperm`` of the rows from ``generator``)."""
         n = x.shape[0]
         perm = self.run.fixed(torch.randperm(n, device=x.device, generator=generator))
-        loss, (xn, yn) = self._loss(epoch), self._member_rows(x, yn, self._is_val(x))
+        loss, (xn, yn, w) = self._loss(epoch), self._member_rows(x, yn, self._is_val(x))
         self.run.dynamic = n % batch_size != 0
         with self.threads.use(min(n, batch_size), timed=True):
-            out = self.run.epoch(("batches", loss.name, n, batch_size, id(xn), id(yn)), lambda: (
-                *batch_loop(lambda idx: self._batch(xn, yn, idx, loss), perm, batch_size), self._val_mse()))
+            out = self.run.epoch(("batches", loss.name, n, batch_size, id(xn), id(yn), id(w)), lambda: (
+                *batch_loop(lambda idx: self._batch(xn, yn, w, idx, loss), perm, batch_size), self._val_mse()))
         return self._finish(*out)
 
     def validate(self) -> Tensor:
@@ -403,25 +384,29 @@ class FusedEngine:
         return val
 
     # ---- epoch pieces ---------------------------------------------------------------------------
-    def _full_body(self, xn: Tensor, yn: Tensor, loss: Loss, same: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def _full_body(self, xn: Tensor, yn: Tensor, w: Optional[Tensor], loss: Loss,
+                   same: bool) -> tuple[Tensor, Tensor, Tensor]:
         if not self.run.pipelined:
-            total, parts = self._grad(xn, yn, loss)
+            total, parts = self._grad(xn, yn, w, loss)
             self._adam_step()
             return total, parts, self._val_mse()
-        total, parts = self.math.backward(self._fw, yn, loss)
+        total, parts = self.math.backward(self._fw, yn, loss, w)
         self._adam_step()
         self._store_forward(self.math.forward(xn))
         return total, parts, mse(self._fw.y, self.val_yn) if same else self._val_mse()
 
-    def _batch(self, xn: Tensor, yn: Tensor, idx: Tensor, loss: Loss) -> Losses:
-        out = self._grad(*self._gather(xn, yn, idx), loss)
+    def _batch(self, xn: Tensor, yn: Tensor, w: Optional[Tensor], idx: Tensor, loss: Loss) -> Losses:
+        out = self._grad(*self._gather(xn, yn, w, idx), loss)
         self._adam_step()
         self._fw_key = (None, None)  # Adam writes through .data, which no version counter sees
         return out
 
-    def _grad(self, xb: Tensor, yb: Tensor, loss: Loss) -> Losses:
+    def _grad(self, xb: Tensor, yb: Tensor, wb: Optional[Tensor], loss: Loss) -> Losses:
         math = self.math
-        return self.run.call(("step", loss.name), lambda a, b: math.backward(math.forward(a), b, loss), xb, yb)
+        if wb is None:
+            return self.run.call(("step", loss.name), lambda a, b: math.backward(math.forward(a), b, loss), xb, yb)
+        return self.run.call(("step", loss.name, "weighted"),
+                             lambda a, b, c: math.backward(math.forward(a), b, loss, c), xb, yb, wb)
 
     def _val_mse(self) -> Tensor:
         return self.run.call(("val",), lambda a, b: mse(self.math.predict(a), b), self.val_xn, self.val_yn)
@@ -455,10 +440,10 @@ class FusedEngine:
         else:
             self._fw = fw
 
-    def _member_rows(self, x: Tensor, yn: Tensor, same: bool) -> tuple[Tensor, Tensor]:
-        """Normalized inputs and targets as the members see them (``MemberRows``)."""
+    def _member_rows(self, x: Tensor, yn: Tensor, same: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Normalized inputs, targets and the members' row weights (``MemberRows``)."""
         self.rows.calibrate_on(x, yn, same)
-        return self.rows.of(self._normalized(x), yn)
+        return self._normalized(x), yn, self.rows.weights(x)
 
     def _normalized(self, x: Tensor) -> Tensor:
         """Normalized inputs, computed once per data tensor (not per epoch)."""
@@ -477,14 +462,16 @@ class FusedEngine:
             self._same = (x, same)
         return same
 
-    def _gather(self, xn: Tensor, yn: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows ``idx`` of the normalized inputs and targets, into buffers reused every epoch."""
+    def _gather(self, xn: Tensor, yn: Tensor, w: Optional[Tensor],
+                idx: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Rows ``idx`` of the normalized inputs, targets and row weights, into buffers reused
+        every epoch (rows are dimension -2: the weights lead with the members)."""
         m = idx.numel()
-        if m not in self._buffers:  # rows are dimension -2 (an ensemble's resamples lead with members)
-            self._buffers[m] = (xn.new_empty((*xn.shape[:-2], m, xn.shape[-1])),
-                                yn.new_empty((*yn.shape[:-2], m, yn.shape[-1])))
-        bx, by = self._buffers[m]
-        return torch.index_select(xn, -2, idx, out=bx), torch.index_select(yn, -2, idx, out=by)
+        if m not in self._buffers:
+            self._buffers[m] = tuple(None if t is None else t.new_empty((*t.shape[:-2], m, t.shape[-1]))
+                                     for t in (xn, yn, w))
+        return tuple(None if t is None else torch.index_select(t, -2, idx, out=buf)
+                     for t, buf in zip((xn, yn, w), self._buffers[m]))
 
 
 # ---- execution strategies of the fused engine -----------------------------------------------------
