@@ -213,14 +213,14 @@ def starts(settings: GPSettings, rows: int, robust: bool = False) -> int:
 
 
 def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> float:
-    """Maximize the marginal likelihood of ``model`` from ``settings.restarts`` starts with
-    BoTorch's ``fit_gpytorch_mll``; keeps the best start. Returns its MLL per row.
+    """Maximize the marginal likelihood of ``model`` from ``starts`` starts with BoTorch's
+    ``fit_gpytorch_mll``; keeps the best start (for a robust model: the best likelihood plus
+    the log prior of its number of flagged rows, ``_support_log_prior``). Returns its
+    marginal log likelihood per row.
 
     A start whose optimization fails (a non-PSD matrix, an optimizer error) is skipped; when
     all fail, a one-line ``TrainingError`` names the last failure.
     """
-    import copy
-
     from botorch.exceptions.errors import ModelFittingError
     from botorch.fit import fit_gpytorch_mll
     from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -229,7 +229,7 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
     rng = torch.Generator().manual_seed(settings.seed * 1000 + output)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     initial = _snapshot(model)
-    best, best_state, error = -math.inf, None, None
+    best, best_mll, best_state, error = -math.inf, -math.inf, None, None
     for start in range(starts(settings, model.train_targets.shape[-1], robust)):
         _restore(model, initial)
         model.train()
@@ -250,12 +250,13 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
                     kwargs["max_attempts"] = 1
                 with exact():
                     fit_gpytorch_mll(mll, **kwargs)
-            value = _mll_value(model) + (_support_log_prior(model) if robust else 0.0)
+            mll_value = _mll_value(model)
+            value = mll_value + (_support_log_prior(model) if robust else 0.0)
         except (ModelFittingError, RuntimeError, ValueError) as exc:  # linear_operator's NotPSDError is a RuntimeError
             error = exc
             continue
         if math.isfinite(value) and value > best:
-            best, best_state = value, _snapshot(model)
+            best, best_mll, best_state = value, mll_value, _snapshot(model)
     if best_state is None:
         last = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}" if error else "no finite value"
         raise TrainingError(f"gp fit: expected a finite marginal likelihood from at least one start, but every start "
@@ -263,7 +264,7 @@ def fit_gp(model, settings: GPSettings = DEFAULT_SETTINGS, output: int = 0) -> f
                             f"or non-finite numbers")
     _restore(model, best_state)
     model.eval()
-    return best
+    return best_mll
 
 
 def _support_log_prior(model) -> float:
