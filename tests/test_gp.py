@@ -218,7 +218,7 @@ def test_robust_gp_flags_planted_outliers():
     torch.testing.assert_close(again.predict_std(xt)[1], robust.predict_std(xt)[1], rtol=0, atol=1e-10)
 
 
-def test_robust_starts_are_counted_and_ranked_by_likelihood_and_support_prior():
+def test_robust_starts_are_counted_and_ranked_by_their_evidence_and_support_prior():
     assert G.starts(G.DEFAULT_SETTINGS, 100, robust=True) == 5 and G.starts(G.DEFAULT_SETTINGS, 400, robust=True) == 2
     assert G.starts(dataclasses.replace(G.DEFAULT_SETTINGS, robust_restarts=1), 100, robust=True) == 1
     x, y = _noisy_2d(n=24, seed=5, noise=0.05)
@@ -231,7 +231,9 @@ def test_robust_starts_are_counted_and_ranked_by_likelihood_and_support_prior():
         gp = model.gps[0]
         n_flagged = len(gp.likelihood.noise_covar.support)
         assert G._support_log_prior(gp) == pytest.approx(-n_flagged / 4.0 - math.log(4.0))  # mean int(0.2 * 24)
-        scores.append(G._mll_value(gp) + G._support_log_prior(gp))
+        score, per_row = G._start_score(gp, robust=True)
+        assert score == pytest.approx(per_row * 24 + G._support_log_prior(gp)) and per_row == G._mll_value(gp)
+        scores.append(score)
         assert {4, 17} <= {row for row, _ in model.outliers()}
     assert scores[1] >= scores[0] - 1e-9  # the best of three starts, the first among them
 
