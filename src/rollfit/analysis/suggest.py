@@ -6,10 +6,11 @@ most (``explore``) or that most likely improves on the best outcome so far
 
 - ``explore``: BoTorch's ``qNegIntegratedPosteriorVariance``, the model's posterior variance
   integrated over Sobol points of the feasible input region after conditioning on the whole
-  batch, so the points spread out instead of piling up where the model is least sure. A
-  model that cannot be conditioned on new points (an ensemble; BoTorch's robust GP) uses
-  ``qPosteriorStandardDeviation`` (the batch's largest deviation from the posterior mean,
-  averaged over posterior samples) instead. With several
+  batch, so the points spread out instead of piling up where the model is least sure. The
+  model conditioned is the kind's ``fantasy_model()`` (``robust_gp``: a GP of its unflagged
+  rows with its fitted hyperparameters, as BoTorch's robust GP cannot be conditioned). An
+  ensemble, which cannot be conditioned, uses ``qPosteriorStandardDeviation`` (the batch's
+  largest deviation from the posterior mean, averaged over posterior samples). With several
   outputs, each output's variance is weighted by 1 / its training variance.
 - ``minimize:LABEL`` / ``maximize:LABEL``: ``qLogNoisyExpectedImprovement`` with the
   training inputs as the baseline; constraints on outputs (``"cot<60"``) are the
@@ -472,17 +473,21 @@ def _output_weights(targets: np.ndarray) -> Tensor:
     return torch.as_tensor(1.0 / s, dtype=torch.float64)
 
 
-def _explore_acq(model: Any, mc_points: Tensor, weights: Tensor):
+def _explore_acq(model: Any, mc_points: Tensor, weights: Tensor, seed: int):
     from botorch.acquisition.active_learning import qNegIntegratedPosteriorVariance
     from botorch.acquisition.monte_carlo import qPosteriorStandardDeviation
     from botorch.acquisition.objective import LinearMCObjective, ScalarizedPosteriorTransform
+    from botorch.sampling.normal import SobolQMCNormalSampler
 
     from .bo_models import can_fantasize
 
     multi = model.num_outputs > 1
     if can_fantasize(model):
         transform = ScalarizedPosteriorTransform(weights) if multi else None
-        return qNegIntegratedPosteriorVariance(model, mc_points, posterior_transform=transform)
+        # the fantasy sampler seeded (BoTorch's default draws its seed from torch's global
+        # generator: a robust_gp's suggestions then changed with whatever ran before)
+        sampler = SobolQMCNormalSampler(torch.Size([1]), seed=seed)
+        return qNegIntegratedPosteriorVariance(model, mc_points, sampler=sampler, posterior_transform=transform)
     objective = LinearMCObjective(weights) if multi else None
     return qPosteriorStandardDeviation(model, objective=objective)
 
@@ -711,7 +716,7 @@ def suggest(surrogate: Any, n: int, goal: str | Goal = "explore", constraints: S
     training bound. ``hdf5``: the training files (default: the run's). ``campaign``: the
     training files already read (``read_campaign``).
     """
-    from .bo_models import botorch_model
+    from .bo_models import botorch_model, fantasy_model
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= MAX_N:
         raise ConfigError(f"n: expected a number of points from 1 to {MAX_N}, but got {n!r}")
@@ -735,7 +740,8 @@ def suggest(surrogate: Any, n: int, goal: str | Goal = "explore", constraints: S
     weights = _output_weights(camp.targets)
     if goal.kind == "explore":
         mc = _mc_points(surrogate, pool, out_cons, warns, seed)
-        acq = _explore_acq(bo, mc, weights)
+        twin = fantasy_model(model)
+        acq = _explore_acq(bo if twin is None else twin, mc, weights, seed)
         name = type(acq).__name__
     else:
         scales = [_output_scale(c, surrogate.out_lbl, camp.targets) for c in out_cons]
