@@ -325,7 +325,7 @@ def plot(results: list[dict], problems: list[str], rounds: int, path: Path) -> N
 def _run_all(args: argparse.Namespace, seeds: int, rounds: int, test_rows: int, path: Path) -> tuple[list[dict], float]:
     """Every campaign, seed by seed; the results file is rewritten after each one."""
     jobs = [(p, arm, s, rounds, test_rows, args.cheap) for s in range(args.first_seed, args.first_seed + seeds)
-            for p in args.problems for arm in ARMS]
+            for p in args.problems for arm in args.arms]
     t0 = time.perf_counter()
     results: list[dict] = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
@@ -366,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="paste the summary table into README.md's suggest block")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (a run split over processes)")
     parser.add_argument("--merge", default=None, help="add the campaigns of another run's folder to --out's, and table them")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
+                        help="run only these arms (a partial run: table it by merging it into a whole one)")
     args = parser.parse_args(argv)
     _use_settings(args.cheap)
     seeds = args.seeds or (2 if args.quick else SEEDS)
@@ -381,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         _use_settings(saved.get("bench") == CHEAP)  # the table names the settings the saved run used
     else:
         results, wall = _run_all(args, seeds, rounds, test_rows, out / f"{tag}.json")
+        if set(args.arms) != set(ARMS):
+            print(f"partial run ({', '.join(args.arms)}): saved {out / f'{tag}.json'}; table it with --merge")
+            return 0
     results = whole_seeds(results, args.problems)
     table = markdown(results, args.problems, rounds, len({r["seed"] for r in results}), wall)
     (out / f"{tag}.md").write_text(table)

@@ -238,28 +238,6 @@ def test_robust_starts_are_counted_and_ranked_by_their_evidence_and_support_prio
     assert scores[1] >= scores[0] - 1e-9  # the best of three starts, the first among them
 
 
-def test_a_robust_gps_fantasy_model_has_its_posterior_variance_and_can_be_conditioned():
-    from botorch.sampling.normal import SobolQMCNormalSampler
-
-    x, y = _noisy_2d(n=40, seed=3, noise=0.05)
-    y = y[:, :1].clone()
-    y[[7, 23]] += 4.0
-    robust = G.GPSurrogate(x, y, robust=True, settings=dataclasses.replace(FAST, robust_restarts=1))
-    robust.fit()
-    assert {7, 23} <= {row for row, _ in robust.outliers()}
-    twin = robust.fantasy_model()
-    assert twin.train_inputs[0].shape[0] == 40 - len(robust.outliers())  # the unflagged rows
-    xt = torch.rand(200, 2, dtype=DT, generator=torch.Generator().manual_seed(1)) * 2.0 - 1.0
-    with torch.no_grad():
-        want, got = robust.gps[0].posterior(xt), twin.posterior(xt)
-        torch.testing.assert_close(got.variance, want.variance, rtol=2e-3, atol=0)
-        torch.testing.assert_close(got.mean, want.mean, rtol=0, atol=0.02 * float(y.std()))
-        fantasy = twin.fantasize(xt[:4], sampler=SobolQMCNormalSampler(torch.Size([1]), seed=0))
-        assert bool((fantasy.posterior(xt[:4]).variance < got.variance[:4]).all())  # conditioning reduces it
-    plain = G.GPSurrogate(x, y, settings=FAST)
-    assert type(plain.fantasy_model()) is type(plain.botorch_model())
-
-
 def test_row_limit_error_names_the_key_and_the_ensemble_kind():
     from rollfit.training.gp_fit import check_rows
 

@@ -3,9 +3,8 @@
 Each kind with an uncertainty has one adapter in ``ADAPTERS`` (no branch per kind elsewhere):
 
 - ``gp``, ``robust_gp``: the kind's own fitted BoTorch model (``botorch_model()``), in raw
-  input space, used as it is; integrated-variance acquisition conditions the kind's
-  ``fantasy_model()`` on new points instead (``fantasy_model``; ``can_fantasize`` says
-  whether a BoTorch model can be);
+  input space, used as it is (``can_fantasize`` says whether it can be conditioned on new
+  points, which integrated-variance acquisition needs);
 - ``ensemble``: ``MembersEnsemble``, a ``botorch.models.ensemble.EnsembleModel`` whose
   posterior is the members' predictions (``members_forward``), so Monte-Carlo acquisition
   functions sample by picking members.
@@ -76,14 +75,6 @@ def botorch_model(module: nn.Module) -> Model:
         raise ConfigError(f"model kind '{kind}': expected one of {', '.join(sorted(ADAPTERS))} for suggest, "
                           f"but '{kind}' has no BoTorch model")
     return adapter(module)
-
-
-def fantasy_model(module: nn.Module) -> Model | None:
-    """The BoTorch model integrated-variance acquisition conditions on new points: the kind's
-    ``fantasy_model()`` (a GP kind's posterior variance in a model BoTorch can condition), or
-    None when the kind has none (an ensemble cannot be conditioned)."""
-    make = getattr(module, "fantasy_model", None)
-    return make() if callable(make) else None
 
 
 def is_ensemble(model: Model) -> bool:

@@ -6,11 +6,13 @@ most (``explore``) or that most likely improves on the best outcome so far
 
 - ``explore``: BoTorch's ``qNegIntegratedPosteriorVariance``, the model's posterior variance
   integrated over Sobol points of the feasible input region after conditioning on the whole
-  batch, so the points spread out instead of piling up where the model is least sure. The
-  model conditioned is the kind's ``fantasy_model()`` (``robust_gp``: a GP of its unflagged
-  rows with its fitted hyperparameters, as BoTorch's robust GP cannot be conditioned). An
-  ensemble, which cannot be conditioned, uses ``qPosteriorStandardDeviation`` (the batch's
-  largest deviation from the posterior mean, averaged over posterior samples). With several
+  batch, so the points spread out instead of piling up where the model is least sure. A
+  model that cannot be conditioned on new points (an ensemble; BoTorch's robust GP) uses
+  ``qPosteriorStandardDeviation`` (the batch's largest deviation from the posterior mean,
+  averaged over seeded posterior samples) instead. (Tried for ``robust_gp``: integrated
+  variance of a GP of its unflagged rows with its fitted hyperparameters; on the benchmark's
+  noisy 13-input rollout surface it ended worse than a Sobol design, the std did not; see
+  benchmarks/RESULTS.md, Suggest.) With several
   outputs, each output's variance is weighted by 1 / its training variance.
 - ``minimize:LABEL`` / ``maximize:LABEL``: ``qLogNoisyExpectedImprovement`` with the
   training inputs as the baseline; constraints on outputs (``"cot<60"``) are the
@@ -68,6 +70,7 @@ GREEDY_MAX = 64      # minimize/maximize batches up to this size are chosen a po
 PENALTY = 1e4        # exterior penalty on the squared relative violation, x the acquisition's spread
 PUSH_MARGIN = 1e-6   # slack a point pushed into the region keeps from its edge
 MC_SAMPLES = 128     # posterior samples of the Monte-Carlo acquisitions
+STD_SAMPLES = 512    # posterior samples of qPosteriorStandardDeviation (BoTorch's default number, seeded)
 MAX_BASELINE = 1000  # training rows used as qLogNEI's baseline (the best predicted ones beyond)
 BASELINE_POOL = 16   # region points standing in for the baseline when no training row is inside
 EQ_TOL = 1e-9        # |lhs - rhs| <= EQ_TOL * (1 + |lhs| + |rhs|) for an equality to hold
@@ -479,17 +482,18 @@ def _explore_acq(model: Any, mc_points: Tensor, weights: Tensor, seed: int):
     from botorch.acquisition.objective import LinearMCObjective, ScalarizedPosteriorTransform
     from botorch.sampling.normal import SobolQMCNormalSampler
 
-    from .bo_models import can_fantasize
+    from .bo_models import can_fantasize, is_ensemble
 
     multi = model.num_outputs > 1
     if can_fantasize(model):
         transform = ScalarizedPosteriorTransform(weights) if multi else None
-        # the fantasy sampler seeded (BoTorch's default draws its seed from torch's global
-        # generator: a robust_gp's suggestions then changed with whatever ran before)
+        # samplers seeded: BoTorch's default draws its seed from torch's global generator, so a
+        # robust_gp's explore batch changed with whatever had run before
         sampler = SobolQMCNormalSampler(torch.Size([1]), seed=seed)
         return qNegIntegratedPosteriorVariance(model, mc_points, sampler=sampler, posterior_transform=transform)
     objective = LinearMCObjective(weights) if multi else None
-    return qPosteriorStandardDeviation(model, objective=objective)
+    sampler = None if is_ensemble(model) else SobolQMCNormalSampler(torch.Size([STD_SAMPLES]), seed=seed)
+    return qPosteriorStandardDeviation(model, sampler=sampler, objective=objective)
 
 
 def _improve_acq(model: Any, goal: Goal, out_lbl: Sequence[str], baseline: Tensor, out_cons: list, seed: int):
@@ -716,7 +720,7 @@ def suggest(surrogate: Any, n: int, goal: str | Goal = "explore", constraints: S
     training bound. ``hdf5``: the training files (default: the run's). ``campaign``: the
     training files already read (``read_campaign``).
     """
-    from .bo_models import botorch_model, fantasy_model
+    from .bo_models import botorch_model
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= MAX_N:
         raise ConfigError(f"n: expected a number of points from 1 to {MAX_N}, but got {n!r}")
@@ -740,8 +744,7 @@ def suggest(surrogate: Any, n: int, goal: str | Goal = "explore", constraints: S
     weights = _output_weights(camp.targets)
     if goal.kind == "explore":
         mc = _mc_points(surrogate, pool, out_cons, warns, seed)
-        twin = fantasy_model(model)
-        acq = _explore_acq(bo if twin is None else twin, mc, weights, seed)
+        acq = _explore_acq(bo, mc, weights, seed)
         name = type(acq).__name__
     else:
         scales = [_output_scale(c, surrogate.out_lbl, camp.targets) for c in out_cons]

@@ -29,7 +29,6 @@ stored rows with GPyTorch's own prediction cache as weights) for the ONNX, pt2 a
 """
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -288,6 +287,8 @@ def _start_score(model, robust: bool) -> tuple[float, float]:
 
 def _snapshot(model) -> tuple[list[int], dict[str, Tensor]]:
     """(outlier support, state) of a fitted model; a robust model's rho in its sparse form."""
+    import copy
+
     noise = model.likelihood.noise_covar
     support: list[int] = []
     if hasattr(noise, "support"):
@@ -484,31 +485,6 @@ class GPSurrogate(nn.Module):
         from botorch.models import ModelListGP
 
         return self.gps[0] if self.output_dim == 1 else ModelListGP(*self.gps)
-
-    def fantasy_model(self):
-        """A BoTorch model with this model's posterior variance that can be conditioned on new
-        points (``fantasize``, which integrated-variance acquisition needs). A ``gp`` is its own
-        model. BoTorch's robust relevance-pursuit GP cannot be copied for conditioning, so for
-        ``robust_gp`` each output is a ``SingleTaskGP`` of its unflagged rows with the fitted
-        kernel, mean, base noise and transforms: the flagged rows carry their own large noise
-        and almost no information, so its variance is the robust model's (``tests/test_gp.py``)."""
-        from botorch.models import ModelListGP, SingleTaskGP
-        from gpytorch.likelihoods import GaussianLikelihood
-
-        if not self.robust:
-            return self.botorch_model()
-        twins = []
-        for gp, support in zip(self.gps, self.outlier_support):
-            keep = torch.ones(self.train_x.shape[0], dtype=torch.bool)
-            keep[list(support)] = False
-            likelihood = GaussianLikelihood()
-            likelihood.noise_covar = copy.deepcopy(gp.likelihood.noise_covar.base_noise)  # its floor and value
-            twin = SingleTaskGP(self.train_x[keep], gp.train_targets[keep].unsqueeze(-1), likelihood=likelihood,
-                                covar_module=copy.deepcopy(gp.covar_module), mean_module=copy.deepcopy(gp.mean_module),
-                                input_transform=copy.deepcopy(gp.input_transform), outcome_transform=None)
-            twin.outcome_transform = copy.deepcopy(gp.outcome_transform).eval()  # targets stay standardized
-            twins.append(twin.eval())
-        return twins[0] if len(twins) == 1 else ModelListGP(*twins)
 
     def outliers(self) -> list[tuple[int, int]]:
         """(training row, output index) of every row a robust GP flagged, sorted."""
