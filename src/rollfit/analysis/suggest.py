@@ -484,11 +484,11 @@ def _explore_acq(model: Any, mc_points: Tensor, weights: Tensor, seed: int):
 
     from .bo_models import can_fantasize, is_ensemble
 
+    # samplers seeded: BoTorch's default draws its seed from torch's global generator, so a
+    # robust_gp's explore batch changed with whatever had run before
     multi = model.num_outputs > 1
     if can_fantasize(model):
         transform = ScalarizedPosteriorTransform(weights) if multi else None
-        # samplers seeded: BoTorch's default draws its seed from torch's global generator, so a
-        # robust_gp's explore batch changed with whatever had run before
         sampler = SobolQMCNormalSampler(torch.Size([1]), seed=seed)
         return qNegIntegratedPosteriorVariance(model, mc_points, sampler=sampler, posterior_transform=transform)
     objective = LinearMCObjective(weights) if multi else None
