@@ -243,6 +243,9 @@ def _signal_at(epoch, *signums):
 
 def test_sigterm_stops_after_the_epoch_with_a_checkpoint(tmp_path, demo_file):
     run = tmp_path / "run"
+    # the handlers come back as they were (SIGINT is ignored, not Python's handler, in a job
+    # started in the background without job control)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as err:
         train(_cfg(demo_file, "trainer.max_epochs=30", "trainer.save_period=10"), run,
               on_log=_signal_at(3, signal.SIGTERM))
@@ -251,13 +254,13 @@ def test_sigterm_stops_after_the_epoch_with_a_checkpoint(tmp_path, demo_file):
                               f"{run / 'checkpoints' / checkpoint_name(4)}; resume with: rollfit train --resume "
                               f"{run.resolve()}")
     assert _epochs(run) == [0, 4] and read_rows(find_log(run))[-1]["step"] == 4
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
 def test_second_ctrl_c_aborts_at_once_without_partial_files(tmp_path, demo_file, monkeypatch):
     """The second SIGINT lands while the interruption checkpoint is being written."""
     run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
     real_fsync = os.fsync
 
     def second_sigint_mid_write(fd):
@@ -271,7 +274,7 @@ def test_second_ctrl_c_aborts_at_once_without_partial_files(tmp_path, demo_file,
               on_log=_signal_at(2, signal.SIGINT))
     assert _epochs(run) == [0] and _temp_files(run) == []
     load_checkpoint(run / "checkpoints" / checkpoint_name(0))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 # ---- checkpoint cadence ------------------------------------------------------------------------
