@@ -343,6 +343,16 @@ def ensemble_run(tmp_path_factory, demo_file) -> Path:
     return train(cfg, tmp_path_factory.mktemp("runs") / "ensemble").run_dir
 
 
+@pytest.mark.parametrize("goal", ["explore", "minimize:cot_ma15"])
+def test_an_ensembles_suggestions_do_not_depend_on_torchs_global_generator(ensemble_run, goal):
+    sur = Surrogate.load(ensemble_run)
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        runs.append(sur.suggest(3, goal=goal, seed=4).inputs)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 @pytest.mark.slow
 def test_the_command_writes_a_file_the_simulator_can_run(ensemble_run, tmp_path, capsys):
     from rollfit.cli.main import main

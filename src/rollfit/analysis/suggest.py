@@ -71,6 +71,7 @@ PENALTY = 1e4        # exterior penalty on the squared relative violation, x the
 PUSH_MARGIN = 1e-6   # slack a point pushed into the region keeps from its edge
 MC_SAMPLES = 128     # posterior samples of the Monte-Carlo acquisitions
 STD_SAMPLES = 512    # posterior samples of qPosteriorStandardDeviation (BoTorch's default number, seeded)
+ENSEMBLE_SAMPLES = 512  # member indices drawn for an ensemble's Monte-Carlo acquisitions (BoTorch's default)
 MAX_BASELINE = 1000  # training rows used as qLogNEI's baseline (the best predicted ones beyond)
 BASELINE_POOL = 16   # region points standing in for the baseline when no training row is inside
 EQ_TOL = 1e-9        # |lhs - rhs| <= EQ_TOL * (1 + |lhs| + |rhs|) for an equality to hold
@@ -476,38 +477,46 @@ def _output_weights(targets: np.ndarray) -> Tensor:
     return torch.as_tensor(1.0 / s, dtype=torch.float64)
 
 
+def _sampler(model: Any, samples: int, seed: int):
+    """A seeded sampler of the model's posterior: member indices for an ensemble (BoTorch's
+    default number of them), else ``samples`` Sobol normal draws. Never BoTorch's default
+    sampler, which takes its seed from torch's global generator: a batch then changed with
+    whatever had run before (seen for robust_gp and ensemble suggestions)."""
+    from botorch.sampling.index_sampler import IndexSampler
+    from botorch.sampling.normal import SobolQMCNormalSampler
+
+    from .bo_models import is_ensemble
+
+    if is_ensemble(model):
+        return IndexSampler(torch.Size([ENSEMBLE_SAMPLES]), seed=seed)
+    return SobolQMCNormalSampler(torch.Size([samples]), seed=seed)
+
+
 def _explore_acq(model: Any, mc_points: Tensor, weights: Tensor, seed: int):
     from botorch.acquisition.active_learning import qNegIntegratedPosteriorVariance
     from botorch.acquisition.monte_carlo import qPosteriorStandardDeviation
     from botorch.acquisition.objective import LinearMCObjective, ScalarizedPosteriorTransform
-    from botorch.sampling.normal import SobolQMCNormalSampler
 
-    from .bo_models import can_fantasize, is_ensemble
+    from .bo_models import can_fantasize
 
-    # samplers seeded: BoTorch's default draws its seed from torch's global generator, so a
-    # robust_gp's explore batch changed with whatever had run before
     multi = model.num_outputs > 1
     if can_fantasize(model):
         transform = ScalarizedPosteriorTransform(weights) if multi else None
-        sampler = SobolQMCNormalSampler(torch.Size([1]), seed=seed)
-        return qNegIntegratedPosteriorVariance(model, mc_points, sampler=sampler, posterior_transform=transform)
+        return qNegIntegratedPosteriorVariance(model, mc_points, sampler=_sampler(model, 1, seed),
+                                               posterior_transform=transform)
     objective = LinearMCObjective(weights) if multi else None
-    sampler = None if is_ensemble(model) else SobolQMCNormalSampler(torch.Size([STD_SAMPLES]), seed=seed)
-    return qPosteriorStandardDeviation(model, sampler=sampler, objective=objective)
+    return qPosteriorStandardDeviation(model, sampler=_sampler(model, STD_SAMPLES, seed), objective=objective)
 
 
 def _improve_acq(model: Any, goal: Goal, out_lbl: Sequence[str], baseline: Tensor, out_cons: list, seed: int):
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.acquisition.objective import GenericMCObjective
-    from botorch.sampling.normal import SobolQMCNormalSampler
-
-    from .bo_models import is_ensemble
 
     k, sign = list(out_lbl).index(goal.label), (1.0 if goal.kind == "maximize" else -1.0)
     objective = GenericMCObjective(lambda Y, X=None: sign * Y[..., k])
-    sampler = None if is_ensemble(model) else SobolQMCNormalSampler(torch.Size([MC_SAMPLES]), seed=seed)
-    return qLogNoisyExpectedImprovement(model, baseline, sampler=sampler, objective=objective,
-                                        constraints=out_cons or None, prune_baseline=True, cache_root=False)
+    return qLogNoisyExpectedImprovement(model, baseline, sampler=_sampler(model, MC_SAMPLES, seed),
+                                        objective=objective, constraints=out_cons or None, prune_baseline=True,
+                                        cache_root=False)
 
 
 def _starts(acq: InRegion, pool: _Pool, q: int, gen: torch.Generator) -> tuple[Tensor, float]:
