@@ -100,6 +100,56 @@ def test_leave_one_out_residuals_equal_refits_without_the_row(two_output_gp):
             post = held(x[i:i + 1])
         expected = (y[i] - post.mean) / (post.variance + gp.likelihood.noise).sqrt()
         torch.testing.assert_close(z[i:i + 1], expected, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(G.loo_errors(gp)[i:i + 1], y[i] - post.mean, rtol=1e-6, atol=1e-8)
+
+
+def test_the_leave_one_out_rule_prefers_the_fitted_hyperparameters_to_far_too_short_scales(sin_gp):
+    """Known answer: length scales 100x shorter than the fit's predict every left-out row of
+    a smooth curve from almost nothing, so their leave-one-out error is larger; a model is not
+    better than itself (ties keep the first)."""
+    import copy
+
+    fitted = sin_gp.gps[0]
+    short = copy.deepcopy(fitted)
+    short.covar_module.base_kernel.lengthscale = fitted.covar_module.base_kernel.lengthscale / 100.0
+    assert G.twin_is_better(short, fitted) and not G.twin_is_better(fitted, short)
+    assert not G.twin_is_better(fitted, copy.deepcopy(fitted))
+
+
+@pytest.mark.parametrize("twin_wins", [True, False])
+def test_select_prior_adopts_the_twin_only_when_it_wins(monkeypatch, twin_wins):
+    """``select_prior`` fits the dim-scaled twin (one start) and, when the leave-one-out rule
+    says so, the model takes its hyperparameters: it then predicts as the twin fitted alone
+    and survives a checkpoint round trip; otherwise it is left as it was."""
+    x, y = _sin_data(15)
+    settings = dataclasses.replace(FAST, prior="none")
+    model = G.GPSurrogate(x, y, settings=settings)
+    model.fit()
+    twin = G.GPSurrogate(x, y, settings=dataclasses.replace(FAST, prior="dim_scaled", restarts=1))
+    twin.fit()
+    xt = torch.linspace(-0.2, 1.2, 40, dtype=DT)[:, None]
+    before = model.predict(xt)
+    monkeypatch.setattr(G, "twin_is_better", lambda mine, theirs: twin_wins)
+    value = G.select_prior(model.gps[0], model.train_x, model.train_y, settings)
+    assert (value is not None) == twin_wins
+    expected = twin.predict(xt) if twin_wins else before
+    torch.testing.assert_close(model.predict(xt), expected, rtol=0, atol=1e-10)
+    assert not torch.allclose(twin.predict(xt), before, atol=1e-6)  # the two fits differ: the check can fail
+    torch.testing.assert_close(_reload(model).predict(xt), model.predict(xt), rtol=0, atol=1e-12)
+
+
+def test_select_fits_a_twin_per_output_only_up_to_its_row_limit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(G, "select_prior", lambda gp, x, y, settings, output: calls.append((len(x), output)))
+    x, y = _noisy_2d(n=30)
+    G.GPSurrogate(x, y, settings=FAST).fit()
+    assert calls == [(30, 0), (30, 1)]
+    for settings in (dataclasses.replace(FAST, select_max_rows=29), dataclasses.replace(FAST, prior="none")):
+        calls.clear()
+        G.GPSurrogate(x, y, settings=settings).fit()
+        assert calls == []
+    assert G.selects_prior(FAST, 30, robust=True) and not G.selects_prior(
+        dataclasses.replace(FAST, robust_prior="dim_scaled"), 30, robust=True)
 
 
 def test_calibration_narrows_the_too_wide_intervals_of_a_smooth_function():

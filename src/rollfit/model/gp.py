@@ -10,7 +10,9 @@ noise, so they stop pulling the mean. The flagged rows are kept (``outlier_suppo
 
 All GP algebra (Cholesky, posterior, marginal likelihood, fitting) is GPyTorch's and
 BoTorch's. ``fit_gp`` maximizes the marginal likelihood with ``fit_gpytorch_mll`` from
-several initial hyperparameters and keeps the best (see ``GPSettings`` for why). Every
+several initial hyperparameters and keeps the best (see ``GPSettings`` for why); up to 250
+rows ``select_prior`` also fits one start under BoTorch's dimension-scaled length-scale prior
+and keeps it where its leave-one-out error is the smaller (few rows per input). Every
 solve runs under ``exact()``: GPyTorch would switch to approximate iterative solves above
 800 rows.
 
@@ -59,7 +61,9 @@ class GPSettings:
     rest drawn log-uniformly), keeping the best. Measured (scratch runs on the benchmark's
     problems; bench_accuracy.py has the table): borehole 100/500 rows 0.24/0.063 RMSE,
     wing weight 0.49/0.088, against scikit-learn's 0.29/0.075 and 1.50/0.13 on the same
-    designs.
+    designs. With few rows per input that maximum is often poor (every length scale at its
+    bound, or the rows explained as noise); ``prior="select"`` then keeps a fit under the
+    dimension-scaled prior when it predicts the left-out rows better (``select_prior``).
     """
 
     restarts: int = 5                # starts up to ``few_starts_above`` rows (a small design has poor optima)
