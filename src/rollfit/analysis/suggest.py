@@ -70,6 +70,7 @@ GREEDY_MAX = 64      # minimize/maximize batches up to this size are chosen a po
 PENALTY = 1e4        # exterior penalty on the squared relative violation, x the acquisition's spread
 PUSH_MARGIN = 1e-6   # slack a point pushed into the region keeps from its edge
 MC_SAMPLES = 128     # posterior samples of the Monte-Carlo acquisitions
+PRUNE_SAMPLES = 2048  # posterior samples that prune qLogNEI's baseline (BoTorch's default number, seeded)
 STD_SAMPLES = 512    # posterior samples of qPosteriorStandardDeviation (BoTorch's default number, seeded)
 ENSEMBLE_SAMPLES = 512  # member indices drawn for an ensemble's Monte-Carlo acquisitions (BoTorch's default)
 MAX_BASELINE = 1000  # training rows used as qLogNEI's baseline (the best predicted ones beyond)
@@ -509,13 +510,20 @@ def _explore_acq(model: Any, mc_points: Tensor, weights: Tensor, seed: int):
 
 
 def _improve_acq(model: Any, goal: Goal, out_lbl: Sequence[str], baseline: Tensor, out_cons: list, seed: int):
+    """qLogNEI of the goal's output. The baseline is pruned here (to the rows that are the
+    best in some posterior sample) with a seeded sampler: qLogNEI's own pruning draws from
+    torch's global generator, and a branin batch then moved by up to the whole box with it."""
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.acquisition.objective import GenericMCObjective
+    from botorch.acquisition.utils import prune_inferior_points
 
     k, sign = list(out_lbl).index(goal.label), (1.0 if goal.kind == "maximize" else -1.0)
     objective = GenericMCObjective(lambda Y, X=None: sign * Y[..., k])
+    with torch.no_grad():
+        baseline = prune_inferior_points(model, baseline, objective=objective, constraints=out_cons or None,
+                                         sampler=_sampler(model, PRUNE_SAMPLES, seed + 1))
     return qLogNoisyExpectedImprovement(model, baseline, sampler=_sampler(model, MC_SAMPLES, seed),
-                                        objective=objective, constraints=out_cons or None, prune_baseline=True,
+                                        objective=objective, constraints=out_cons or None, prune_baseline=False,
                                         cache_root=False)
 
 
