@@ -14,6 +14,9 @@ branin (2 inputs) and borehole (8), clean, ``gp``; the 13-input rollout surface 
 matters: the bowl plus 5 x each other input's offset) and the bowl alone (11 of 13 inputs do
 not matter), ``robust_gp``. Sizes 20-100 rows: the range of a simulate-fit-suggest loop.
 
+``--cost`` instead times one fit with and without the twin (CPU seconds, one thread) on the
+accuracy benchmark's rollout_170 and wing_100.
+
 Writes ``benchmarks/results/gp_prior.json`` and ``gp_prior.md`` (per surface and size: the
 median RMSE of each fit and of the one ``select`` keeps, and how often it kept the better).
 """
@@ -97,6 +100,29 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + f"\n\n`select` kept the more accurate fit (within 0.1%) in {good} of {total} designs.\n"
 
 
+def cost(problems: tuple[str, ...] = ("rollout_170", "wing_100")) -> None:
+    """CPU seconds of one fit with ``prior="none"`` and with ``"select"`` (alternated, twice each),
+    ``robust_gp`` and ``gp``, on accuracy-benchmark problems: what the twin costs."""
+    import torch
+
+    from problems import make_problem
+
+    from rollfit.model.gp import DEFAULT_SETTINGS, GPSurrogate
+
+    torch.set_num_threads(1)
+    for name in problems:
+        p = make_problem(name)
+        x = torch.as_tensor(p.x_train, dtype=torch.float64)
+        y = torch.as_tensor(p.y_train, dtype=torch.float64).reshape(len(x), -1)
+        for robust in (True, False):
+            for prior in ("none", "select", "none", "select"):
+                settings = dataclasses.replace(DEFAULT_SETTINGS, prior=prior, robust_prior=prior)
+                t0 = time.process_time()
+                GPSurrogate(x, y, robust=robust, settings=settings).fit()
+                print(f"{name} {'robust_gp' if robust else 'gp'} prior={prior}: {time.process_time() - t0:.1f} CPU s",
+                      flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
@@ -105,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--surfaces", nargs="+", default=list(SURFACES), choices=SURFACES)
     parser.add_argument("--workers", type=int, default=1, help="designs fitted at once (processes, one thread each)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for gp_prior.json/.md")
+    parser.add_argument("--cost", action="store_true", help="CPU seconds of a fit with and without the twin, instead")
     args = parser.parse_args(argv)
+    if args.cost:
+        cost()
+        return 0
     sizes, seeds, test_rows = ((20, 36), 1, 300) if args.quick else (SIZES, SEEDS, 2000)
     jobs = [(s, n, seed, test_rows) for s in args.surfaces for n in sizes for seed in range(seeds)]
     out = Path(args.out)
