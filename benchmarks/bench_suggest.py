@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 import readme_block  # noqa: E402
 
 ARMS = ("explore", "minimize", "sobol", "random")
+PROBLEMS = ("branin", "borehole", "rollout")  # the tables' order, whatever order the runs saved them in
 INIT, ROUNDS, BATCH, SEEDS = 20, 6, 8, 5
 OUTLIER_P = 0.03
 # --cheap: cheaper settings than the defaults, for a shared machine (see the docstring)
@@ -284,7 +285,7 @@ def saved_summary(path: Path) -> str:
     """``summary_table`` of a saved results file (whole seeds only, as ``main`` tables them)."""
     saved = json.loads(path.read_text())
     results = saved["results"]
-    problems = list(dict.fromkeys(r["problem"] for r in results))
+    problems = sorted({r["problem"] for r in results}, key=lambda p: (PROBLEMS + (p,)).index(p))
     rounds = len(results[0]["points"]) - 1
     return summary_table(whole_seeds(results, problems), problems, rounds)
 
@@ -357,7 +358,7 @@ def merge_runs(path: Path, other: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 3 rounds, small test sets (a smoke run)")
-    parser.add_argument("--problems", nargs="+", default=["branin", "borehole", "rollout"])
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=None, help=f"seeds (default {SEEDS}; --quick: 2)")
     parser.add_argument("--workers", type=int, default=1, help="campaigns run at once (processes, one thread each)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for suggest.json/.md/.png")
