@@ -51,10 +51,10 @@ def _task(name: str):
 def _fit(x: np.ndarray, y: np.ndarray, robust: bool, prior: str):
     import torch
 
-    from rollfit.model.gp import DEFAULT_SETTINGS, GPSurrogate
+    from rollfit.model.gp import DEFAULT_SETTINGS, GPSurrogate, twin_settings
 
-    extra = {"restarts": 1} if prior == "dim_scaled" else {}
-    settings = dataclasses.replace(DEFAULT_SETTINGS, prior=prior, robust_prior=prior, **extra)
+    settings = (twin_settings(DEFAULT_SETTINGS) if prior == "dim_scaled"
+                else dataclasses.replace(DEFAULT_SETTINGS, prior=prior, robust_prior=prior))
     model = GPSurrogate(torch.as_tensor(x), torch.as_tensor(y[:, None]), robust=robust, settings=settings)
     model.fit()
     return model

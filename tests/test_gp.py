@@ -125,7 +125,7 @@ def test_select_prior_adopts_the_twin_only_when_it_wins(monkeypatch, twin_wins):
     settings = dataclasses.replace(FAST, prior="none")
     model = G.GPSurrogate(x, y, settings=settings)
     model.fit()
-    twin = G.GPSurrogate(x, y, settings=dataclasses.replace(FAST, prior="dim_scaled", restarts=1))
+    twin = G.GPSurrogate(x, y, settings=G.twin_settings(FAST))
     twin.fit()
     xt = torch.linspace(-0.2, 1.2, 40, dtype=DT)[:, None]
     before = model.predict(xt)

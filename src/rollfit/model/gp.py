@@ -298,20 +298,26 @@ def select_prior(model, x: Tensor, y: Tensor, settings: GPSettings = DEFAULT_SET
     (how often it picks the more accurate fit: ``benchmarks/bench_gp_prior.py``). Returns the
     kept twin's marginal log likelihood per row, or None when ``model`` stays as it was.
     """
-    import dataclasses
-
     robust = hasattr(model, "custom_fit")
-    twin_settings = dataclasses.replace(settings, prior="dim_scaled", robust_prior="dim_scaled", restarts=1)
-    twin = make_gp(x, y, robust, settings=twin_settings)
+    settings = twin_settings(settings)
+    twin = make_gp(x, y, robust, settings=settings)
     try:
-        value = fit_gp(twin, twin_settings, output)
+        value = fit_gp(twin, settings, output)
     except TrainingError:
         return None
     if not twin_is_better(model, twin):
         return None
     support, state = _snapshot(twin)
-    _restore(model, (support, {k: v for k, v in state.items() if k in model.state_dict()}))
+    names = model.state_dict().keys()  # the twin's also hold its prior's buffers
+    _restore(model, (support, {k: v for k, v in state.items() if k in names}))
     return value
+
+
+def twin_settings(settings: GPSettings) -> GPSettings:
+    """How ``select_prior`` fits its twin: under the dim-scaled prior, from one start."""
+    import dataclasses
+
+    return dataclasses.replace(settings, prior="dim_scaled", robust_prior="dim_scaled", restarts=1)
 
 
 def twin_is_better(model, twin) -> bool:
@@ -474,8 +480,8 @@ class GPSurrogate(nn.Module):
         for j, gp in enumerate(self.gps):
             value = fit_gp(gp, self.settings, output=j)
             if selects_prior(self.settings, self.train_x.shape[0], self.robust):
-                twin = select_prior(gp, self.train_x, self.train_y[:, j:j + 1], self.settings, output=j)
-                value = value if twin is None else twin
+                kept = select_prior(gp, self.train_x, self.train_y[:, j:j + 1], self.settings, output=j)
+                value = value if kept is None else kept
             values.append(value)
             self.outlier_support[j] = list(getattr(gp.likelihood.noise_covar, "support", []))
             level = self.settings.calibration
