@@ -1,7 +1,6 @@
 """The explore-limit benchmark: its hyperparameter transplant and its table."""
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
