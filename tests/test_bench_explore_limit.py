@@ -61,3 +61,11 @@ def test_the_table_compares_with_the_saved_sobol_medians():
     assert "| branin | oracle | 5 | 3 | 0.5 | 36 of 36 |" in text
     res[0]["rmse"][1] = res[1]["rmse"][1] = 2.0
     assert "| branin | oracle | 5 | 2 | 0.5 | 28 of 36 |" in limit.table(res, ref, ["branin"], 3)
+
+
+def test_results_md_quotes_the_generated_table():
+    """The oracle rows RESULTS.md quotes are those of the saved run."""
+    saved = (REPO / "benchmarks" / "results" / "explore_limit.md").read_text()
+    quoted = [line for line in (REPO / "benchmarks" / "RESULTS.md").read_text().splitlines()
+              if line.startswith(("| branin | oracle |", "| borehole | oracle |"))]
+    assert len(quoted) == 2 and all(line in saved for line in quoted)
