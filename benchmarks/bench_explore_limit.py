@@ -22,8 +22,6 @@ import argparse
 import copy
 import json
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
@@ -31,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_suggest as bench  # noqa: E402
+import saving_pool  # noqa: E402
 
 ARMS = ("oracle",)
 PROBLEMS = ("branin", "borehole")
@@ -119,18 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     reference = [r for r in reference if r["seed"] < seeds]
     jobs = [(p, a, s, rounds, test_rows) for s in range(seeds) for p in args.problems for a in ARMS]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tag = "explore_limit_quick" if args.quick else "explore_limit"
-    t0, results = time.perf_counter(), []
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for res in pool.map(run, jobs):
-            results.append(res)
-            print(f"{res['problem']:>9} {res['arm']:>15} seed {res['seed']}: rmse "
-                  f"{['%.3g' % v for v in res['rmse']]} ({res['seconds']:.0f} s)", flush=True)
-            (out / f"{tag}.json").write_text(json.dumps({"results": results, "wall_s": time.perf_counter() - t0},
-                                                        indent=1) + "\n")
+    results, wall = saving_pool.run_saving(
+        run, jobs, args.workers, out, tag,
+        lambda res: f"{res['problem']:>9} {res['arm']:>15} seed {res['seed']}: rmse "
+                    f"{['%.3g' % v for v in res['rmse']]} ({res['seconds']:.0f} s)")
     text = table(results, reference, args.problems, seeds)
-    (out / f"{tag}.md").write_text(text + f"\nWall time {(time.perf_counter() - t0) / 60:.1f} min.\n")
+    (out / f"{tag}.md").write_text(text + f"\nWall time {wall / 60:.1f} min.\n")
     print(text)
     return 0
 

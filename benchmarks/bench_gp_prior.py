@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -124,7 +123,7 @@ def cost(problems: tuple[str, ...] = ("rollout_170", "wing_100")) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from concurrent.futures import ProcessPoolExecutor
+    import saving_pool
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 20 and 36 rows, 300 test points")
@@ -139,18 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes, seeds, test_rows = ((20, 36), 1, 300) if args.quick else (SIZES, SEEDS, 2000)
     jobs = [(s, n, seed, test_rows) for s in args.surfaces for n in sizes for seed in range(seeds)]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tag = "gp_prior_quick" if args.quick else "gp_prior"
-    t0, results = time.perf_counter(), []
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for res in pool.map(one_design, jobs):
-            results.append(res)
-            print(f"{res['surface']:>9} {res['rows']:>4} rows seed {res['seed']}: ml {res['rmse_ml']:.3g} prior "
-                  f"{res['rmse_prior']:.3g} -> {res['select']} ({res['seconds']:.0f} s)", flush=True)
-            (out / f"{tag}.json").write_text(json.dumps({"results": results, "wall_s": time.perf_counter() - t0},
-                                                        indent=1) + "\n")
+    results, wall = saving_pool.run_saving(
+        one_design, jobs, args.workers, out, tag,
+        lambda res: f"{res['surface']:>9} {res['rows']:>4} rows seed {res['seed']}: ml {res['rmse_ml']:.3g} prior "
+                    f"{res['rmse_prior']:.3g} -> {res['select']} ({res['seconds']:.0f} s)")
     text = table(results)
-    (out / f"{tag}.md").write_text(f"Wall time {(time.perf_counter() - t0) / 60:.1f} min.\n\n" + text)
+    (out / f"{tag}.md").write_text(f"Wall time {wall / 60:.1f} min.\n\n" + text)
     print(text)
     return 0
 
