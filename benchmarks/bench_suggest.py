@@ -36,7 +36,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import readme_block  # noqa: E402
+import saving_pool  # noqa: E402
 
 ARMS = ("explore", "minimize", "sobol", "random")
 PROBLEMS = ("branin", "borehole", "rollout")  # the tables' order, whatever order the runs saved them in
@@ -327,17 +327,11 @@ def _run_all(args: argparse.Namespace, seeds: int, rounds: int, test_rows: int, 
     """Every campaign, seed by seed; the results file is rewritten after each one."""
     jobs = [(p, arm, s, rounds, test_rows, args.cheap) for s in range(args.first_seed, args.first_seed + seeds)
             for p in args.problems for arm in args.arms]
-    t0 = time.perf_counter()
-    results: list[dict] = []
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for res in pool.map(run_campaign, jobs):
-            results.append(res)
-            print(f"{res['problem']:>9} {res['arm']:>8} seed {res['seed']}: rmse {['%.3g' % v for v in res['rmse']]} "
-                  f"regret {['%.3g' % v for v in res['regret']]} ({res['seconds']:.0f} s)", flush=True)
-            path.write_text(json.dumps({"results": results, "wall_s": time.perf_counter() - t0,
-                                        "cpus": os.cpu_count(), "bench": BENCH, "gp_restarts": GP_RESTARTS},
-                                       indent=1) + "\n")
-    return results, time.perf_counter() - t0
+    return saving_pool.run_saving(
+        run_campaign, jobs, args.workers, path.parent, path.stem,
+        lambda res: f"{res['problem']:>9} {res['arm']:>8} seed {res['seed']}: rmse {['%.3g' % v for v in res['rmse']]} "
+                    f"regret {['%.3g' % v for v in res['regret']]} ({res['seconds']:.0f} s)",
+        extra={"cpus": os.cpu_count(), "bench": BENCH, "gp_restarts": GP_RESTARTS})
 
 
 def merge_runs(path: Path, other: Path) -> None:

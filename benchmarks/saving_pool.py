@@ -5,14 +5,16 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 
 def run_saving(fn: Callable[[tuple], dict], jobs: Iterable[tuple], workers: int, out: str | Path,
-               tag: str, line: Callable[[dict], str]) -> tuple[list[dict], float]:
+               tag: str, line: Callable[[dict], str], extra: Mapping[str, Any] | None = None,
+               ) -> tuple[list[dict], float]:
     """``fn`` over ``jobs`` in ``workers`` processes; after each result its ``line`` is printed
-    and ``out/TAG.json`` is rewritten with every result so far (an interrupted run keeps them).
-    Returns the results and the wall time in seconds."""
+    and ``out/TAG.json`` is rewritten with every result so far, the wall time and ``extra``
+    (the run's settings) (an interrupted run keeps them). Returns the results and the wall
+    time in seconds."""
     path = Path(out) / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     t0, results = time.perf_counter(), []
@@ -20,5 +22,6 @@ def run_saving(fn: Callable[[tuple], dict], jobs: Iterable[tuple], workers: int,
         for res in pool.map(fn, jobs):
             results.append(res)
             print(line(res), flush=True)
-            path.write_text(json.dumps({"results": results, "wall_s": time.perf_counter() - t0}, indent=1) + "\n")
+            saved = {"results": results, "wall_s": time.perf_counter() - t0, **(extra or {})}
+            path.write_text(json.dumps(saved, indent=1) + "\n")
     return results, time.perf_counter() - t0
